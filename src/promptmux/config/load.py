@@ -1,0 +1,218 @@
+"""Load a YAML config, apply dotted overrides, validate, and resolve data paths.
+
+Relative data paths are resolved against `data_root` (itself relative to the config file's folder,
+default: that folder), so a config works whatever the current directory. `output.dir` is relative to
+the current directory, where users expect `runs/...` to appear. Strings may use `${VAR}` or
+`${VAR:-default}` to read environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from promptmux.config.schema import TASK_METRICS, Config
+from promptmux.errors import ConfigError
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".conll": "conll",
+}
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML file, apply `key=value` overrides and return a validated `Config`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (tasks, model, train, ...)")
+    return config_from_dict(raw, overrides, base_dir=path.parent)
+
+
+def config_from_dict(
+    raw: Mapping[str, Any], overrides: Iterable[str] = (), base_dir: str | os.PathLike = "."
+) -> Config:
+    """Validate a plain dict (as read from YAML). Paths resolve against `base_dir`."""
+    data = _expand_env(deepcopy(dict(raw)))
+    for item in overrides:
+        apply_override(data, item)
+    data_root = data.pop("data_root", None)
+    root = Path(base_dir)
+    if data_root is not None:
+        if not isinstance(data_root, str):
+            raise ConfigError("data_root: expected a path string")
+        root = root / data_root
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e)) from None
+    cfg = _resolve_paths(cfg, root.resolve(), Path(base_dir).resolve())
+    check_config(cfg)
+    return cfg
+
+
+def apply_override(data: dict, item: str) -> None:
+    """Apply one `dotted.key=value` override in place; the value is parsed as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-5")
+    parts = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        elif not isinstance(nxt, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+        node = nxt
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def check_config(cfg: Config) -> None:
+    """Cross-field checks. Raises ConfigError naming the dotted key."""
+    from promptmux.weighting import WEIGHTINGS
+
+    if not cfg.tasks:
+        raise ConfigError("tasks: at least one task is required")
+    for name, task in cfg.tasks.items():
+        key = f"tasks.{name}"
+        if not _TASK_NAME.match(name):
+            raise ConfigError(f"{key}: task names start with a letter and use letters, digits, _ or -")
+        d = task.data
+        sources = [s for s in ("train", "path", "callable") if getattr(d, s)]
+        if len(sources) != 1:
+            raise ConfigError(
+                f"{key}.data: give exactly one of train (per-split files), path (one file to split) "
+                f"or callable (module:function); got {sources or 'none'}"
+            )
+        if d.path or d.callable:
+            for split in ("dev", "test"):
+                if getattr(d, split):
+                    raise ConfigError(f"{key}.data.{split}: per-split files go with data.train, not data.path/callable")
+        if d.callable and ":" not in d.callable:
+            raise ConfigError(f"{key}.data.callable: expected 'module:function', got {d.callable!r}")
+        if d.split.dev_fraction + d.split.test_fraction >= 1.0:
+            raise ConfigError(f"{key}.data.split: dev_fraction + test_fraction must be < 1")
+        if task.type == "token" and d.format not in (None, "conll", "jsonl", "parquet", "datasets", "callable"):
+            raise ConfigError(f"{key}.data.format: token tasks read conll, jsonl, parquet, datasets or callable data")
+        if d.format == "conll" and task.type != "token":
+            raise ConfigError(f"{key}.data.format: conll data holds token tags; use type: token")
+        metric = task.metric
+        if metric is not None and metric not in TASK_METRICS[task.type]:
+            raise ConfigError(
+                f"{key}.metric: {metric!r} is not a {task.type} metric; choose one of {', '.join(TASK_METRICS[task.type])}"
+            )
+        if task.type == "regression" and task.labels is not None:
+            raise ConfigError(f"{key}.labels: regression tasks have no label set")
+        if task.labels is not None and len(set(task.labels)) != len(task.labels):
+            raise ConfigError(f"{key}.labels: labels must be unique")
+        if task.labels is not None and len(task.labels) < (1 if task.type == "multilabel" else 2):
+            raise ConfigError(f"{key}.labels: need at least two labels")
+        if task.label_separator is not None and task.type != "multilabel":
+            raise ConfigError(f"{key}.label_separator: only multilabel tasks split labels")
+        if task.fields.text_b is not None and task.type == "token":
+            raise ConfigError(f"{key}.fields.text_b: token tasks take one word sequence")
+    fr = cfg.model.freeze
+    if fr.strategy in ("bottom_k", "top_k") and fr.k < 1:
+        raise ConfigError(f"model.freeze.k: strategy {fr.strategy} needs k >= 1")
+    if cfg.train.max_steps is not None and cfg.train.epochs is not None:
+        raise ConfigError("train: give train.max_steps or train.epochs, not both")
+    if cfg.weighting.strategy not in WEIGHTINGS:
+        raise ConfigError(
+            f"weighting.strategy: unknown {cfg.weighting.strategy!r}; known: {', '.join(WEIGHTINGS.names())}"
+        )
+
+
+def _resolve_paths(cfg: Config, data_root: Path, config_dir: Path) -> Config:
+    tasks = {}
+    for name, task in cfg.tasks.items():
+        d = task.data
+        update: dict[str, Any] = {}
+        for field in ("train", "dev", "test", "path"):
+            value = getattr(d, field)
+            if value is not None and not Path(value).expanduser().is_absolute():
+                update[field] = str(data_root / value)
+            elif value is not None:
+                update[field] = str(Path(value).expanduser())
+        fmt = d.format
+        if fmt is None:
+            fmt = _infer_format(f"tasks.{name}.data", update.get("train") or update.get("path"), d.callable)
+        update["format"] = fmt
+        tasks[name] = task.model_copy(update={"data": d.model_copy(update=update)})
+    backbone = cfg.model.backbone
+    if ("/" in backbone or backbone.startswith(".")) and not Path(backbone).expanduser().is_absolute():
+        candidate = config_dir / backbone
+        if candidate.exists():
+            backbone = str(candidate)
+    return cfg.model_copy(update={"tasks": tasks, "model": cfg.model.model_copy(update={"backbone": backbone})})
+
+
+def _infer_format(key: str, path: str | None, func: str | None) -> str:
+    if func:
+        return "callable"
+    assert path is not None
+    p = Path(path)
+    if p.suffix.lower() in _EXTENSIONS:
+        return _EXTENSIONS[p.suffix.lower()]
+    if p.is_dir():
+        return "datasets"
+    raise ConfigError(f"{key}.format: cannot tell the format of {path!r}; set it (csv, tsv, jsonl, parquet, datasets, conll)")
+
+
+def _expand_env(node: Any) -> Any:
+    if isinstance(node, str):
+        def sub(m: re.Match) -> str:
+            value = os.environ.get(m.group(1))
+            if value is None:
+                if m.group(2) is None:
+                    raise ConfigError(f"environment variable {m.group(1)} is not set (used as ${{{m.group(1)}}})")
+                return m.group(2)
+            return value
+
+        return _ENV.sub(sub, node)
+    if isinstance(node, dict):
+        return {k: _expand_env(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v) for v in node]
+    return node
+
+
+def _format_validation_error(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        elif err["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        else:
+            got = err.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
+            lines.append(f"{key}: {err['msg']}{shown}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain data, ready for YAML (round-trips through `config_from_dict`)."""
+    return cfg.model_dump(mode="json")

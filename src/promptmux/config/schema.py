@@ -1,0 +1,152 @@
+"""The config schema: frozen, validated pydantic models.
+
+Every model forbids unknown keys, so a typo such as `train.learning_rate` is an error rather than a
+silently ignored setting. Cross-field rules that need the whole config live in `load.check_config`,
+which names the dotted key at fault.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TaskType = Literal["classification", "multilabel", "regression", "token"]
+DataFormat = Literal["csv", "tsv", "jsonl", "parquet", "datasets", "conll", "callable"]
+
+# Metrics each task type can report, the first one being the default "main" metric that feeds the
+# aggregate score (all are higher-is-better).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "macro_f1", "f1", "mcc"),
+    "multilabel": ("micro_f1", "macro_f1", "subset_accuracy"),
+    "regression": ("pearson", "spearman", "neg_mse"),
+    "token": ("entity_f1", "accuracy"),
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class SplitConfig(Strict):
+    """How to carve dev/test splits out of a source that has only one split (or no dev split)."""
+
+    dev_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+
+
+class DataConfig(Strict):
+    """Where a task's rows come from.
+
+    Either give files per split (`train`, `dev`, `test`), or one `path` (or `callable`) to carve
+    splits from with `split`. A callable (`module:function`) returns an iterable of dicts, or a dict
+    of split name -> iterable of dicts.
+    """
+
+    format: DataFormat | None = None  # inferred from the file extension when absent
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    path: str | None = None
+    callable: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    # Delimited text (csv/tsv)
+    separator: str | None = None  # default: "," for csv, "\t" for tsv
+    quoting: Literal["minimal", "none"] = "minimal"
+    encoding: str = "utf-8-sig"  # reads plain UTF-8 too, and strips a BOM
+    header: bool = True
+    columns: list[str] | None = None  # names for header-less files (csv/tsv/conll)
+    # Bad rows: stop with an error naming file, row and field, or skip them and log the count.
+    on_bad_row: Literal["error", "skip"] = "error"
+    # Keep at most this many rows per split (after carving); handy for quick runs.
+    max_examples: dict[Literal["train", "dev", "test"], int] = Field(default_factory=dict)
+
+
+class FieldsConfig(Strict):
+    """Which record fields hold the text(s) and the label."""
+
+    text: str = "text"
+    text_b: str | None = None
+    label: str = "label"
+
+
+class TaskConfig(Strict):
+    type: TaskType
+    data: DataConfig
+    fields: FieldsConfig = Field(default_factory=FieldsConfig)
+    # Declared label set (classification/multilabel/token). Inferred from train data when absent.
+    labels: list[str] | None = None
+    label_separator: str | None = None  # multilabel: split a string label on this
+    pooling: Literal["cls", "mean"] | None = None  # overrides model.pooling for this task
+    metric: str | None = None  # main metric; default per task type (see TASK_METRICS)
+    weight: float = Field(1.0, ge=0.0)  # used by the `static` weighting
+
+
+class FreezeConfig(Strict):
+    strategy: Literal["none", "embeddings", "bottom_k", "top_k", "backbone"] = "none"
+    k: int = Field(0, ge=0)
+
+
+class ModelConfig(Strict):
+    backbone: str = "minilm"  # a local Hugging Face folder, or the alias of a packaged model
+    max_length: int = Field(128, ge=8, le=4096)
+    pooling: Literal["cls", "mean"] = "mean"
+    head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+
+
+class SamplingConfig(Strict):
+    """Which task the next batch comes from."""
+
+    strategy: Literal["proportional", "temperature", "uniform"] = "temperature"
+    temperature: float = Field(2.0, gt=0.0)
+    # false: each batch holds one task; true: each batch mixes rows of several tasks.
+    mixed: bool = False
+
+
+class WeightingConfig(Strict):
+    strategy: str = "equal"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(Strict):
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    lr: float = Field(5e-5, gt=0)
+    head_lr: float | None = Field(None, gt=0)  # heads often want a larger rate than the encoder
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    precision: Literal["bf16", "fp32"] = "bf16"
+    eval_every: int = Field(200, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    log_every: int = Field(20, ge=1)
+    length_buckets: bool = True
+    bucket_size: int = Field(64, ge=1)  # batches per length-sorted pool
+    progress: bool = True
+
+
+class OutputConfig(Strict):
+    dir: str = "runs/promptmux"
+    overwrite: bool = False
+    tensorboard: bool = True
+
+
+class Config(Strict):
+    seed: int = 42
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tasks: dict[str, TaskConfig]
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    weighting: WeightingConfig = Field(default_factory=WeightingConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def main_metric(self, task: str) -> str:
+        t = self.tasks[task]
+        return t.metric or TASK_METRICS[t.type][0]

@@ -1,0 +1,17 @@
+"""Loss weighting strategies. Each lives in its own file and registers itself by name."""
+
+from promptmux.weighting import equal, static  # noqa: F401  (registration)
+from promptmux.weighting.base import WEIGHTINGS, Weighting
+
+__all__ = ["WEIGHTINGS", "Weighting", "build_weighting"]
+
+
+def build_weighting(strategy: str, tasks: list[str], task_weights: dict[str, float], options: dict) -> Weighting:
+    """Instantiate a registered strategy; bad options raise a ConfigError naming weighting.options."""
+    from promptmux.errors import ConfigError
+
+    cls = WEIGHTINGS.get(strategy)
+    try:
+        return cls(tasks, task_weights, **options)
+    except TypeError as e:
+        raise ConfigError(f"weighting.options: {e}") from None
