@@ -91,6 +91,7 @@ def apply_override(data: dict, item: str) -> None:
 
 def check_config(cfg: Config) -> None:
     """Cross-field checks. Raises ConfigError naming the dotted key."""
+    from promptmux.data.samplers import SAMPLERS
     from promptmux.weighting import WEIGHTINGS
 
     if not cfg.tasks:
@@ -138,6 +139,10 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"model.freeze.k: strategy {fr.strategy} needs k >= 1")
     if cfg.train.max_steps is not None and cfg.train.epochs is not None:
         raise ConfigError("train: give train.max_steps or train.epochs, not both")
+    if cfg.sampling.strategy not in SAMPLERS:
+        raise ConfigError(
+            f"sampling.strategy: unknown {cfg.sampling.strategy!r}; known: {', '.join(SAMPLERS.names())}"
+        )
     if cfg.weighting.strategy not in WEIGHTINGS:
         raise ConfigError(
             f"weighting.strategy: unknown {cfg.weighting.strategy!r}; known: {', '.join(WEIGHTINGS.names())}"

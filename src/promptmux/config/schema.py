@@ -100,7 +100,7 @@ class ModelConfig(Strict):
 class SamplingConfig(Strict):
     """Which task the next batch comes from."""
 
-    strategy: Literal["proportional", "temperature", "uniform"] = "temperature"
+    strategy: str = "temperature"  # a registered sampler (promptmux.data.samplers)
     temperature: float = Field(2.0, gt=0.0)
     # false: each batch holds one task; true: each batch mixes rows of several tasks.
     mixed: bool = False

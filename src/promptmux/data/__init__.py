@@ -1,0 +1,1 @@
+"""Encoding, collation, task streams and task samplers."""

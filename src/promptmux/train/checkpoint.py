@@ -1,0 +1,95 @@
+"""Full training checkpoints: bundle files plus optimizer, scheduler, sampler, stream and RNG state.
+
+A checkpoint folder is a bundle too (predict from it directly). It is written into a temporary
+folder and swapped into place only once every process has written its part, so an interrupted
+write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from promptmux.errors import TrainingError
+from promptmux.fsutil import recover_directory, replace_directory
+
+STATE_FILE = "trainer_state.json"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    accelerator,
+    target: Path,
+    write_bundle_files,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    weighting: torch.nn.Module,
+    state: dict[str, Any],
+) -> None:
+    """Write a checkpoint to `target` atomically; every process must call this.
+
+    Args:
+        write_bundle_files: callable(folder) writing the bundle files (main process only).
+        state: JSON-serialisable trainer state (step, best score, sampler and stream states).
+    """
+    tmp = target.parent / f".{target.name}.tmp"
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    # Each process keeps its own RNG stream (dropout differs per rank); all else is identical.
+    torch.save(rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        write_bundle_files(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(weighting.state_dict(), tmp / "weighting.pt")
+        state = dict(state, world_size=accelerator.num_processes)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        replace_directory(tmp, target)
+    accelerator.wait_for_everyone()
+
+
+def find_checkpoint(target: Path) -> Path:
+    folder = recover_directory(target)
+    if folder is None or not (folder / STATE_FILE).is_file():
+        raise TrainingError(f"--resume: no checkpoint at {target} (a run saves one at every evaluation)")
+    return folder
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def load_rng(folder: Path, process_index: int) -> None:
+    path = folder / f"rng_{process_index}.pt"
+    if not path.is_file():
+        raise TrainingError(f"{folder}: no RNG state for process {process_index}; resume with the same number of processes")
+    set_rng_state(torch.load(path, weights_only=False))
+
+
+def load_torch(folder: Path, name: str) -> Any:
+    return torch.load(folder / name, weights_only=False, map_location="cpu")

@@ -1,0 +1,108 @@
+"""Everything the loop needs before the first step: data, model, optimizer, schedule."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from promptmux.config.schema import Config
+from promptmux.data.encode import Encoded, default_cache_dir, encode_examples
+from promptmux.model.multitask import MultiTaskModel, TaskInfo
+from promptmux.tasks.spec import Example, TaskData
+
+log = logging.getLogger("promptmux.train")
+
+
+@dataclass
+class PreparedData:
+    """Tasks with their label sets, and encoded splits."""
+
+    tasks: list[TaskInfo]
+    raw: dict[str, TaskData]
+    encoded: dict[str, dict[str, Encoded]] = field(default_factory=dict)  # split -> task -> Encoded
+
+    def split(self, name: str) -> dict[str, tuple[Encoded, list[Example]]]:
+        return {t: (enc, self.raw[t].split(name)) for t, enc in self.encoded.get(name, {}).items()}
+
+
+def task_infos(cfg: Config, raw: dict[str, TaskData]) -> list[TaskInfo]:
+    return [
+        TaskInfo(
+            name=name,
+            type=t.type,
+            labels=raw[name].labels,
+            pooling=t.pooling or cfg.model.pooling,
+            metric=cfg.main_metric(name),
+        )
+        for name, t in cfg.tasks.items()
+    ]
+
+
+def prepare_data(cfg: Config, tokenizer, splits: tuple[str, ...] = ("train", "dev"), cache: bool = True) -> PreparedData:
+    """Read every task, check the splits training needs, and tokenize them (cached on disk)."""
+    from promptmux.tasks.build import load_task
+
+    raw = {name: load_task(name, t) for name, t in cfg.tasks.items()}
+    tasks = task_infos(cfg, raw)
+    data = PreparedData(tasks, raw)
+    cache_dir = default_cache_dir() if cache else None
+    for split in splits:
+        data.encoded[split] = {}
+        for info in tasks:
+            examples = raw[info.name].split(split)
+            if not examples:
+                if split == "train":
+                    from promptmux.errors import DataError
+
+                    raise DataError(f"tasks.{info.name}: the train split is empty")
+                continue
+            data.encoded[split][info.name] = encode_examples(
+                examples, tokenizer, info.type, cfg.model.max_length, info.n_labels, cache_dir
+            )
+    return data
+
+
+def total_steps(cfg: Config, train_sizes: dict[str, int], world_size: int) -> int:
+    """Optimizer steps: `train.max_steps`, or `train.epochs` (default 3) over all training rows."""
+    t = cfg.train
+    if t.max_steps is not None:
+        return t.max_steps
+    epochs = t.epochs if t.epochs is not None else 3.0
+    rows_per_step = t.batch_size * world_size * t.grad_accum
+    return max(1, math.ceil(epochs * sum(train_sizes.values()) / rows_per_step))
+
+
+def build_optimizer(cfg: Config, model: MultiTaskModel, extra: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+    """AdamW with decoupled weight decay off for biases and norms; heads may use `train.head_lr`."""
+    t = cfg.train
+    head_lr = t.head_lr or t.lr
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+
+    def add(module: torch.nn.Module, lr: float) -> None:
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            no_decay = p.ndim < 2 or "norm" in name.lower()
+            groups.setdefault((lr, 0.0 if no_decay else t.weight_decay), []).append(p)
+
+    add(model.encoder, t.lr)
+    add(model.heads, head_lr)
+    if extra is not None:
+        add(extra, head_lr)
+    params = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+    if not params:
+        from promptmux.errors import ConfigError
+
+        raise ConfigError("model.freeze: nothing is left to train")
+    return torch.optim.AdamW(params, lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps: int):
+    from transformers import get_scheduler
+
+    names = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+    warmup = int(cfg.train.warmup_ratio * steps)
+    return get_scheduler(names[cfg.train.scheduler], optimizer, num_warmup_steps=warmup, num_training_steps=steps)

@@ -1,0 +1,300 @@
+"""The training loop. Reads top to bottom: setup, loop, evaluate, checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from promptmux.config.load import config_to_dict
+from promptmux.config.schema import Config
+from promptmux.data.collate import Batch, collate
+from promptmux.data.samplers import build_sampler
+from promptmux.data.streams import TaskStream
+from promptmux.errors import ConfigError, TrainingError
+from promptmux.eval.evaluator import autocast, evaluate
+from promptmux.fsutil import atomic_directory, atomic_write_text
+from promptmux.model.backbone import apply_freeze, count_parameters, load_backbone
+from promptmux.model.multitask import MultiTaskModel, build_model
+from promptmux.serve.bundle import write_bundle
+from promptmux.train import checkpoint as ckpt
+from promptmux.train.logger import RunLogger
+from promptmux.train.setup import PreparedData, build_optimizer, build_scheduler, prepare_data, total_steps
+from promptmux.weighting import build_weighting
+
+log = logging.getLogger("promptmux.train")
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    best_step: int | None
+    best_score: float | None
+    best_metrics: dict[str, dict[str, float]]
+    last_metrics: dict[str, dict[str, float]]
+    stopped: str  # "completed", "early_stopping" or "sigterm"
+    model: MultiTaskModel = field(repr=False)
+
+
+class _Stop:
+    """SIGTERM sets a flag; the loop saves a checkpoint after the current step and exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _Stop:
+        with contextlib.suppress(ValueError):  # signal handlers only install on the main thread
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(cfg: Config, resume: bool = False) -> TrainResult:
+    """Train the multi-task model described by `cfg`; returns the result and the trained model."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+    # Single-task batches leave the other heads unused in a step; DDP must be told.
+    acc = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    world, rank = acc.num_processes, acc.process_index
+    if acc.device.type == "cpu" and world > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // acc.num_processes))
+    out = Path(cfg.output.dir)
+    _check_output_dir(cfg, out, resume, acc.is_main_process)
+    acc.wait_for_everyone()
+    set_seed(cfg.seed + rank)
+
+    # ---- setup: data, model, optimizer, schedule, sampling, weighting
+    encoder, tokenizer = load_backbone(cfg.model.backbone)
+    data = prepare_data(cfg, tokenizer)
+    train_sets = data.encoded["train"]
+    model = build_model(encoder, data.tasks, cfg.model.head_dropout)
+    for info in data.tasks:
+        if info.type == "regression":
+            model.heads[info.name].set_target_stats([ex.label for ex in data.raw[info.name].split("train")])
+    apply_freeze(model.encoder, cfg.model.freeze.strategy, cfg.model.freeze.k)
+    trainable, total = count_parameters(model)
+    names = [t.name for t in data.tasks]
+    weighting = build_weighting(cfg.weighting.strategy, names, {n: cfg.tasks[n].weight for n in names}, cfg.weighting.options)
+    steps = total_steps(cfg, {t: len(e) for t, e in train_sets.items()}, world)
+    rows_per_batch = cfg.train.batch_size * world
+    streams = {
+        t: TaskStream(enc.lengths, rows_per_batch, seed=cfg.seed * 1000 + i, buckets=cfg.train.length_buckets, bucket_size=cfg.train.bucket_size)
+        for i, (t, enc) in enumerate(train_sets.items())
+    }
+    sampler = build_sampler(cfg.sampling.strategy, {t: len(e) for t, e in train_sets.items()}, cfg.seed, cfg.sampling.temperature)
+    state: dict[str, Any] = {"step": 0, "best_score": None, "best_step": None, "evals_since_best": 0, "tokens": 0}
+    folder = None
+    if resume:
+        folder = ckpt.find_checkpoint(out / "last")
+        from safetensors.torch import load_model
+
+        load_model(model, str(folder / "model.safetensors"))
+        saved = ckpt.read_state(folder)
+        if saved.get("world_size", 1) != world:
+            raise TrainingError(f"--resume: checkpoint was written by {saved.get('world_size')} processes, this run has {world}")
+        state.update(saved["trainer"])
+        sampler.load_state_dict(saved["sampler"])
+        for t, s in saved["streams"].items():
+            streams[t].load_state_dict(s)
+        weighting.load_state_dict(ckpt.load_torch(folder, "weighting.pt"))
+    optimizer = build_optimizer(cfg, model, weighting)
+    scheduler = build_scheduler(cfg, optimizer, steps)
+    model, optimizer = acc.prepare(model, optimizer)
+    raw_model: MultiTaskModel = acc.unwrap_model(model)
+    if folder is not None:
+        optimizer.load_state_dict(ckpt.load_torch(folder, "optimizer.pt"))
+        scheduler.load_state_dict(ckpt.load_torch(folder, "scheduler.pt"))
+        ckpt.load_rng(folder, rank)
+
+    logger = RunLogger(out, steps, state["step"], acc.is_main_process, cfg.output.tensorboard, cfg.train.progress)
+    logger.message(
+        f"tasks: {', '.join(f'{t}({len(e)})' for t, e in train_sets.items())} | steps: {steps} | "
+        f"processes: {world} | trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
+    )
+    settings = {"max_length": cfg.model.max_length, "head_dropout": cfg.model.head_dropout, "precision": cfg.train.precision}
+    config_dict = config_to_dict(cfg)
+    pad_id = tokenizer.pad_token_id or 0
+
+    def write_files(folder: Path) -> None:
+        write_bundle(folder, raw_model, tokenizer, data.tasks, settings, config_dict)
+
+    def save_last() -> None:
+        ckpt.save_checkpoint(
+            acc, out / "last", write_files, optimizer, scheduler, weighting,
+            {"trainer": state, "sampler": sampler.state_dict(), "streams": {t: s.state_dict() for t, s in streams.items()}},
+        )
+
+    def next_batch() -> Batch:
+        if cfg.sampling.mixed:
+            counts = sampler.counts(cfg.train.batch_size, state["step"])
+        else:
+            counts = {sampler.sample(state["step"]): cfg.train.batch_size}
+        parts = []
+        for t, c in counts.items():
+            rows = streams[t].take(c * world)[rank * c : (rank + 1) * c]
+            parts.append((t, train_sets[t], rows))
+        return collate(parts, pad_id)
+
+    # ---- loop
+    model.train()
+    best_metrics: dict[str, dict[str, float]] = {}
+    last_metrics: dict[str, dict[str, float]] = {}
+    stopped = "completed"
+    running: dict[str, float] = {}
+    window: dict[str, list[float]] = {}
+    t0, tokens0 = time.perf_counter(), state["tokens"]
+    trainable_params = [p for p in model.parameters() if p.requires_grad] + list(weighting.parameters())
+    with _Stop() as stop:
+        while state["step"] < steps:
+            step = state["step"]
+            for micro in range(cfg.train.grad_accum):
+                batch = next_batch().to(acc.device)
+                sync = contextlib.nullcontext() if micro == cfg.train.grad_accum - 1 else acc.no_sync(model)
+                with sync:
+                    with autocast(acc.device, cfg.train.precision):
+                        logits = model(**batch.model_inputs())
+                    losses = {t: raw_model.heads[t].loss(logits[t], batch.labels[t]) for t in logits}
+                    _check_finite(acc, losses, step + 1, stop)
+                    loss, weights = weighting(losses, step)
+                    acc.backward(loss / cfg.train.grad_accum)
+                state["tokens"] += batch.n_tokens * world
+                for t, v in losses.items():
+                    running[t] = v.item() if t not in running else 0.9 * running[t] + 0.1 * v.item()
+                    window.setdefault(t, []).append(v.item())
+            if cfg.train.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(trainable_params, cfg.train.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] = step = step + 1
+            logger.progress(step, running, cfg.train.log_every)
+
+            if step % cfg.train.log_every == 0 or step == steps:
+                elapsed = time.perf_counter() - t0
+                logger.event(
+                    "train", step,
+                    loss={t: float(np.mean(v)) for t, v in window.items()},
+                    weights=weights, lr=scheduler.get_last_lr()[0],
+                    tokens_per_s=(state["tokens"] - tokens0) / max(elapsed, 1e-9),
+                )
+                window.clear()
+                t0, tokens0 = time.perf_counter(), state["tokens"]
+
+            if step % cfg.train.eval_every == 0 or step == steps or stop.requested:
+                last_metrics, improved = _evaluate(cfg, acc, raw_model, data, pad_id, state, logger)
+                if improved:
+                    best_metrics = last_metrics
+                    if acc.is_main_process:
+                        with atomic_directory(out / "best") as tmp:
+                            write_files(tmp)
+                    acc.wait_for_everyone()
+                save_last()
+                patience = cfg.train.early_stopping_patience
+                if patience is not None and state["evals_since_best"] >= patience:
+                    stopped = "early_stopping"
+                    logger.message(f"early stopping at step {step}: no improvement in {patience} evaluations")
+                    break
+                if stop.requested:
+                    stopped = "sigterm"
+                    logger.message(f"SIGTERM: checkpoint saved at step {step}; continue with --resume")
+                    break
+    if acc.is_main_process:
+        import json
+
+        summary = {
+            "steps": state["step"], "best_step": state["best_step"], "best_score": state["best_score"],
+            "best_metrics": best_metrics, "last_metrics": last_metrics, "stopped": stopped,
+        }
+        atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
+    logger.close()
+    acc.wait_for_everyone()
+    return TrainResult(out, state["step"], state["best_step"], state["best_score"], best_metrics, last_metrics, stopped, raw_model)
+
+
+def _evaluate(cfg: Config, acc, model: MultiTaskModel, data: PreparedData, pad_id: int, state: dict, logger: RunLogger):
+    """Evaluate on the main process, share the score, update best-model bookkeeping."""
+    from promptmux.eval.metrics import aggregate_score
+
+    metrics: dict[str, dict[str, float]] = {}
+    score = None
+    if acc.is_main_process:
+        dev = data.split("dev")
+        if dev:
+            metrics = evaluate(model, data.tasks, dev, pad_id, cfg.train.eval_batch_size, cfg.train.precision)
+            score = aggregate_score({t: m[cfg.main_metric(t)] for t, m in metrics.items()})
+    if acc.num_processes > 1:
+        import torch.distributed as dist
+
+        box = [metrics, score]
+        dist.broadcast_object_list(box, src=0)
+        metrics, score = box
+    improved = score is not None and (state["best_score"] is None or score > state["best_score"])
+    if score is None:
+        improved = True  # no dev data anywhere: the latest model is the best we know
+    if improved:
+        state["best_score"], state["best_step"], state["evals_since_best"] = score, state["step"], 0
+    else:
+        state["evals_since_best"] += 1
+    if acc.is_main_process and metrics:
+        from promptmux.eval.metrics import format_table
+
+        logger.event("eval", state["step"], metrics=metrics, aggregate=score)
+        logger.message(f"eval @ step {state['step']}: aggregate {score:.2f}{'  (best)' if improved else ''}\n"
+                       + format_table(metrics, {t: cfg.main_metric(t) for t in metrics}))
+    return metrics, improved
+
+
+def _check_finite(acc, losses: dict[str, torch.Tensor], step: int, stop: _Stop) -> None:
+    """Stop before a non-finite loss reaches the weights; all processes agree on it (and on SIGTERM)."""
+    bad = [t for t, v in losses.items() if not torch.isfinite(v.detach())]
+    if acc.num_processes > 1:
+        import torch.distributed as dist
+
+        flags = torch.tensor([float(bool(bad)), float(stop.requested)], device=acc.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        stop.requested = bool(flags[1])
+        if flags[0] and not bad:
+            raise TrainingError(f"non-finite loss on another process at step {step}; training stopped, last checkpoint kept")
+    if bad:
+        values = ", ".join(f"{t}={losses[t].item()}" for t in bad)
+        raise TrainingError(
+            f"non-finite loss for task {', '.join(bad)} at step {step} ({values}); training stopped and "
+            f"the last good checkpoint was kept. Lower train.lr, check the task's labels, or use precision fp32."
+        )
+
+
+def _check_output_dir(cfg: Config, out: Path, resume: bool, main: bool) -> None:
+    exists = (out / "last").exists() or (out / "best").exists() or (out / ".last.old").exists()
+    if resume or not exists:
+        return
+    if not cfg.output.overwrite:
+        raise ConfigError(
+            f"output.dir: {out} already holds a run; pass --resume to continue it, choose another "
+            f"output.dir, or set output.overwrite=true to replace it"
+        )
+    if main:
+        for name in ("last", "best", "tensorboard", ".last.old", ".best.old", ".last.tmp"):
+            if (out / name).exists():
+                shutil.rmtree(out / name)
+        for name in ("metrics.jsonl", "results.json"):
+            (out / name).unlink(missing_ok=True)
+
+
