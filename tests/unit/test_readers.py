@@ -42,8 +42,10 @@ def test_csv_with_header_numbers_rows_by_line(tmp_path: Path) -> None:
 def test_tsv_headerless_with_columns(tmp_path: Path) -> None:
     path = tmp_path / "cola.tsv"
     path.write_text("gj04\t1\t\tOur friends won't buy this.\ngj04\t0\t*\tThey drank the pub.\n")
-    got = rows("tsv", path, header=False, columns=["source", "label", "orig_mark", "sentence"], quoting="none")
-    assert got[0] == (1, {"source": "gj04", "label": "1", "orig_mark": "", "sentence": "Our friends won't buy this."})
+    columns = ["source", "label", "orig_mark", "sentence"]
+    got = rows("tsv", path, header=False, columns=columns, quoting="none")
+    first = {"source": "gj04", "label": "1", "orig_mark": "", "sentence": "Our friends won't buy this."}
+    assert got[0] == (1, first)
     assert got[1][0] == 2 and got[1][1]["orig_mark"] == "*"
 
 
@@ -74,7 +76,8 @@ def test_bom_is_stripped_by_default(tmp_path: Path) -> None:
 def test_custom_separator_and_encoding(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
     path.write_bytes("text;label\ncafé;1\n".encode("latin-1"))
-    assert rows("csv", path, separator=";", encoding="latin-1") == [(2, {"text": "café", "label": "1"})]
+    got = rows("csv", path, separator=";", encoding="latin-1")
+    assert got == [(2, {"text": "café", "label": "1"})]
 
 
 def test_wrong_column_count_is_a_bad_row_and_reading_goes_on(tmp_path: Path) -> None:
@@ -143,7 +146,8 @@ def test_not_a_parquet_file(tmp_path: Path) -> None:
 def test_datasets_folder(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"text": ["a", "b"], "label": [1, 0]}).save_to_disk(str(tmp_path / "ds"))
-    assert rows("datasets", tmp_path / "ds") == [(0, {"text": "a", "label": 1}), (1, {"text": "b", "label": 0})]
+    got = rows("datasets", tmp_path / "ds")
+    assert got == [(0, {"text": "a", "label": 1}), (1, {"text": "b", "label": 0})]
 
 
 def test_datasets_dict_split_picks_and_aliases(tmp_path: Path) -> None:
@@ -211,7 +215,8 @@ def test_conll_other_widths_and_columns(tmp_path: Path) -> None:
         (1, {"tokens": ["John", "runs"], "col1": ["B-PER", "O"]}),
         (4, {"tokens": ["Hi"], "col1": ["O"]}),
     ]
-    assert rows("conll", path, columns=["words", "tags"])[0][1] == {"words": ["John", "runs"], "tags": ["B-PER", "O"]}
+    named = rows("conll", path, columns=["words", "tags"])
+    assert named[0][1] == {"words": ["John", "runs"], "tags": ["B-PER", "O"]}
 
 
 def test_conll_ragged_line_spoils_only_its_sentence(tmp_path: Path) -> None:
@@ -227,7 +232,9 @@ def test_conll_ragged_line_spoils_only_its_sentence(tmp_path: Path) -> None:
 
 def test_callable_returning_a_list_gets_kwargs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mod = write_module(
-        tmp_path, monkeypatch, "def make(n=1):\n    return [{'text': f't{i}', 'label': i % 2} for i in range(n)] + ['oops']\n"
+        tmp_path,
+        monkeypatch,
+        "def make(n=1):\n    return [{'text': f't{i}', 'label': i % 2} for i in range(n)] + ['oops']\n",
     )
     got = rows("callable", f"{mod}:make", kwargs={"n": 2})
     assert got[:2] == [(0, {"text": "t0", "label": 0}), (1, {"text": "t1", "label": 1})]
@@ -240,7 +247,8 @@ def test_callable_returning_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         tmp_path,
         monkeypatch,
         "def make():\n"
-        "    return {'train': [{'text': 'a', 'label': 0}], 'validation': iter([{'text': 'b', 'label': 1}])}\n",
+        "    return {'train': [{'text': 'a', 'label': 0}],\n"
+        "            'validation': iter([{'text': 'b', 'label': 1}])}\n",
     )
     assert rows("callable", f"{mod}:make", split="dev") == [(0, {"text": "b", "label": 1})]
     streams = read_source("callable", f"{mod}:make", DataConfig())
@@ -251,7 +259,8 @@ def test_callable_returning_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_callable_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    mod = write_module(tmp_path, monkeypatch, "def nothing():\n    return None\n\ndef dev_only():\n    return {'dev': []}\n")
+    body = "def nothing():\n    return None\n\ndef dev_only():\n    return {'dev': []}\n"
+    mod = write_module(tmp_path, monkeypatch, body)
     with pytest.raises(DataError, match="cannot import 'no_such_module_xyz'"):
         rows("callable", "no_such_module_xyz:f")
     with pytest.raises(DataError, match="no function 'missing'"):
@@ -293,3 +302,14 @@ def test_readers_stream_lazily(tmp_path: Path) -> None:
     path.write_text("".join(json.dumps({"text": str(i)}) + "\n" for i in range(1000)))
     it = read_records("jsonl", str(path), DataConfig())
     assert next(it) == (1, {"text": "0"})
+
+
+def test_datasets_not_installed_gives_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    (tmp_path / "ds").mkdir()
+    monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
+    with pytest.raises(DataError, match=r"pip install 'promptmux\[datasets\]'"):
+        rows("datasets", tmp_path / "ds")

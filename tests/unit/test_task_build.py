@@ -52,14 +52,21 @@ def test_given_splits_and_field_mapping(tmp_path: Path) -> None:
     assert td.name == "t" and td.type == "classification"
     assert td.labels == ["0", "1"]
     # Texts are stripped (SST-2 sentences carry a trailing space).
-    assert td.splits["train"] == [Example("good film", None, 1), Example("bad film", None, 0), Example("fine", None, 1)]
+    assert td.splits["train"] == [
+        Example("good film", None, 1),
+        Example("bad film", None, 0),
+        Example("fine", None, 1),
+    ]
     assert td.split("dev") == [Example("meh", None, 0)]
     assert td.split("test") == [Example("wow", None, 1)]
     assert td.skipped == {}
 
 
 def test_text_pairs(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "train.jsonl", [{"a": "p", "b": "h", "y": "entailment"}, {"a": "p2", "b": "h2", "y": "neutral"}])
+    write_jsonl(
+        tmp_path / "train.jsonl",
+        [{"a": "p", "b": "h", "y": "entailment"}, {"a": "p2", "b": "h2", "y": "neutral"}],
+    )
     write_jsonl(tmp_path / "dev.jsonl", [{"a": "p3", "b": "h3", "y": "neutral"}])
     td = load(
         tmp_path,
@@ -118,10 +125,15 @@ def test_one_inferred_label_is_not_enough(tmp_path: Path) -> None:
 def test_multilabel_lists_and_separated_strings(tmp_path: Path) -> None:
     write_jsonl(
         tmp_path / "train.jsonl",
-        [{"text": "a", "label": ["sport", "news"]}, {"text": "b", "label": "tech|news"}, {"text": "c", "label": []}],
+        [
+            {"text": "a", "label": ["sport", "news"]},
+            {"text": "b", "label": "tech|news"},
+            {"text": "c", "label": []},
+        ],
     )
     write_jsonl(tmp_path / "dev.jsonl", [{"text": "d", "label": "tech | sport | tech"}])
-    td = load(tmp_path, type="multilabel", label_separator="|", data={"train": "train.jsonl", "dev": "dev.jsonl"})
+    data = {"train": "train.jsonl", "dev": "dev.jsonl"}
+    td = load(tmp_path, type="multilabel", label_separator="|", data=data)
     assert td.labels == ["news", "sport", "tech"]
     assert [e.label for e in td.splits["train"]] == [(0, 1), (0, 2), ()]
     assert td.splits["dev"][0].label == (1, 2)
@@ -155,14 +167,20 @@ def test_token_task_from_conll(tmp_path: Path) -> None:
         fields={"text": "tokens", "label": "ner"},
         labels=["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"],
     )
-    assert td.splits["train"] == [Example(("EU", "rejects"), None, (3, 0)), Example(("Peter",), None, (1,))]
+    assert td.splits["train"] == [
+        Example(("EU", "rejects"), None, (3, 0)),
+        Example(("Peter",), None, (1,)),
+    ]
     assert td.splits["dev"] == [Example(("Bonn",), None, (5,))]
 
 
 def test_token_tags_inferred_with_o_first(tmp_path: Path) -> None:
     write_jsonl(
         tmp_path / "train.jsonl",
-        [{"words": ["Ann", "ran"], "tags": ["B-PER", "O"]}, {"words": ["in", "Oslo"], "tags": ["O", "B-LOC"]}],
+        [
+            {"words": ["Ann", "ran"], "tags": ["B-PER", "O"]},
+            {"words": ["in", "Oslo"], "tags": ["O", "B-LOC"]},
+        ],
     )
     write_jsonl(tmp_path / "dev.jsonl", [{"words": ["Bo"], "tags": ["B-PER"]}])
     td = load(
@@ -188,7 +206,8 @@ def _texts(examples: list[Example]) -> list[str]:
 
 def test_carving_from_path_is_seeded_disjoint_and_complete(tmp_path: Path) -> None:
     _numbered(tmp_path, 100)
-    spec = {"type": "classification", "data": {"path": "all.jsonl", "split": {"dev_fraction": 0.2, "test_fraction": 0.1, "seed": 7}}}
+    split = {"dev_fraction": 0.2, "test_fraction": 0.1, "seed": 7}
+    spec = {"type": "classification", "data": {"path": "all.jsonl", "split": split}}
     a, b = load(tmp_path, **spec), load(tmp_path, **spec)
     assert {k: len(v) for k, v in a.splits.items()} == {"train": 70, "dev": 20, "test": 10}
     assert a.splits == b.splits
@@ -208,7 +227,9 @@ def test_dev_carved_out_of_train_when_only_train_given(tmp_path: Path) -> None:
     assert td.labels == ["0", "1", "2"]
 
 
-def test_callable_single_source_and_given_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_callable_single_source_and_given_splits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     name = f"pm_build_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(
         "def rows(n):\n    return [{'text': f'x{i}', 'label': i % 2} for i in range(n)]\n\n"
@@ -223,7 +244,8 @@ def test_callable_single_source_and_given_splits(tmp_path: Path, monkeypatch: py
 
 def test_max_examples_is_a_seeded_sample(tmp_path: Path) -> None:
     _numbered(tmp_path, 200)
-    spec = {"type": "classification", "data": {"path": "all.jsonl", "max_examples": {"train": 30, "dev": 5}}}
+    data = {"path": "all.jsonl", "max_examples": {"train": 30, "dev": 5}}
+    spec = {"type": "classification", "data": data}
     a, b = load(tmp_path, **spec), load(tmp_path, **spec)
     assert len(a.splits["train"]) == 30 and len(a.splits["dev"]) == 5
     assert a.splits == b.splits
@@ -267,30 +289,48 @@ def test_unknown_label_in_dev(tmp_path: Path) -> None:
     write_tsv(tmp_path / "train.tsv", "sentence\tlabel", ["a\t0", "b\t1"])
     path = write_tsv(tmp_path / "dev.tsv", "sentence\tlabel", ["c\t1", "d\tneutral"])
     with pytest.raises(DataError) as info:
-        load(tmp_path, type="classification", data={"train": "train.tsv", "dev": "dev.tsv"}, fields={"text": "sentence"})
-    assert str(info.value) == f"tasks.t (dev): {path} row 3, field 'label': unknown label 'neutral'; known: 0, 1"
+        load(
+            tmp_path,
+            type="classification",
+            data={"train": "train.tsv", "dev": "dev.tsv"},
+            fields={"text": "sentence"},
+        )
+    assert str(info.value) == (
+        f"tasks.t (dev): {path} row 3, field 'label': unknown label 'neutral'; known: 0, 1"
+    )
 
 
 def test_unknown_declared_tag_in_train(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "train.jsonl", [{"text": ["a"], "label": ["B-XYZ"]}])
-    with pytest.raises(DataError, match=rf"{path} row 1, field 'label': unknown tag 'B-XYZ'; known: O, B-PER"):
+    expected = rf"{path} row 1, field 'label': unknown tag 'B-XYZ'; known: O, B-PER"
+    with pytest.raises(DataError, match=expected):
         load(tmp_path, type="token", labels=["O", "B-PER"], data={"train": "train.jsonl"})
 
 
 def test_malformed_line_is_a_bad_row(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": 0}, "{broken", {"text": "b", "label": 1}])
+    records = [{"text": "a", "label": 0}, "{broken", {"text": "b", "label": 1}]
+    path = write_jsonl(tmp_path / "train.jsonl", records)
     with pytest.raises(DataError, match=rf"{path} row 2: invalid JSON"):
         load(tmp_path, type="classification", data={"train": "train.jsonl"})
 
 
-def test_skip_counts_exactly_and_logs_once_per_split(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_skip_counts_exactly_and_logs_once_per_split(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     write_jsonl(
         tmp_path / "train.jsonl",
-        [{"text": "a", "label": 0}, {"text": "", "label": 1}, "{broken", {"label": 1}, {"text": "b", "label": 1}],
+        [
+            {"text": "a", "label": 0},
+            {"text": "", "label": 1},
+            "{broken",
+            {"label": 1},
+            {"text": "b", "label": 1},
+        ],
     )
     write_jsonl(tmp_path / "dev.jsonl", [{"text": "c", "label": 0}, {"text": "d", "label": "neutral"}])
     with caplog.at_level(logging.WARNING, logger="promptmux.data"):
-        td = load(tmp_path, type="classification", data={"train": "train.jsonl", "dev": "dev.jsonl", "on_bad_row": "skip"})
+        data = {"train": "train.jsonl", "dev": "dev.jsonl", "on_bad_row": "skip"}
+        td = load(tmp_path, type="classification", data=data)
     assert td.skipped == {"train": 3, "dev": 1}
     assert _texts(td.splits["train"]) == ["a", "b"] and _texts(td.splits["dev"]) == ["c"]
     warnings = [r.getMessage() for r in caplog.records if r.name == "promptmux.data"]

@@ -7,9 +7,9 @@ which names the dotted key at fault.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 TaskType = Literal["classification", "multilabel", "regression", "token"]
 DataFormat = Literal["csv", "tsv", "jsonl", "parquet", "datasets", "conll", "callable"]
@@ -22,6 +22,13 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("pearson", "spearman", "neg_mse"),
     "token": ("entity_f1", "accuracy"),
 }
+
+
+def _labels_as_strings(value: Any) -> Any:
+    # Data labels are compared as strings, so `labels: [0, 1]` in YAML means "0", "1".
+    if isinstance(value, list):
+        return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+    return value
 
 
 class Strict(BaseModel):
@@ -61,7 +68,7 @@ class DataConfig(Strict):
     # Bad rows: stop with an error naming file, row and field, or skip them and log the count.
     on_bad_row: Literal["error", "skip"] = "error"
     # Keep at most this many rows per split (after carving); handy for quick runs.
-    max_examples: dict[Literal["train", "dev", "test"], int] = Field(default_factory=dict)
+    max_examples: dict[Literal["train", "dev", "test"], Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
 
 
 class FieldsConfig(Strict):
@@ -77,7 +84,7 @@ class TaskConfig(Strict):
     data: DataConfig
     fields: FieldsConfig = Field(default_factory=FieldsConfig)
     # Declared label set (classification/multilabel/token). Inferred from train data when absent.
-    labels: list[str] | None = None
+    labels: Annotated[list[str] | None, BeforeValidator(_labels_as_strings)] = None
     label_separator: str | None = None  # multilabel: split a string label on this
     pooling: Literal["cls", "mean"] | None = None  # overrides model.pooling for this task
     metric: str | None = None  # main metric; default per task type (see TASK_METRICS)

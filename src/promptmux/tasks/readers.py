@@ -34,8 +34,14 @@ Row = tuple[int, dict[str, Any] | BadRow]
 # Key of `read_source`'s answer for a single source that still has to be carved into splits.
 WHOLE = "all"
 
-_SPLIT_ALIASES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "test": "test"}
-_CONLL_DEFAULT = ["tokens", "pos", "chunk", "ner"]
+_SPLIT_ALIASES = {
+    "train": "train",
+    "dev": "dev",
+    "validation": "dev",
+    "valid": "dev",
+    "test": "test",
+}
+_CONLL_DEFAULT = ("tokens", "pos", "chunk", "ner")
 _PARQUET_BATCH = 4096
 
 
@@ -102,13 +108,17 @@ def read_records(
         result = _call(source, data_cfg.kwargs, context)
         if isinstance(result, Mapping):
             if split is None:
-                raise DataError(f"{context}: {source} returned a dict of splits; expected one list of records")
+                raise DataError(
+                    f"{context}: {source} returned a dict of splits; expected one list of records"
+                )
             return _iter_dicts(_pick_split(result, split, source, context))
         return _iter_dicts(result)
     raise DataError(f"{context}: unknown data format {fmt!r}")
 
 
-def read_source(fmt: str, source: str, data_cfg: DataConfig, context: str = "data") -> dict[str, Iterator[Row]]:
+def read_source(
+    fmt: str, source: str, data_cfg: DataConfig, context: str = "data"
+) -> dict[str, Iterator[Row]]:
     """Stream a single source (`data.path` or `data.callable`), keeping any splits it holds.
 
     Args:
@@ -127,12 +137,14 @@ def read_source(fmt: str, source: str, data_cfg: DataConfig, context: str = "dat
     if fmt == "callable":
         result = _call(source, data_cfg.kwargs, context)
         if isinstance(result, Mapping):
-            return {ours: _iter_dicts(rows) for ours, rows in _our_splits(result, source, context).items()}
+            splits = _our_splits(result, source, context)
+            return {ours: _iter_dicts(rows) for ours, rows in splits.items()}
         return {WHOLE: _iter_dicts(result)}
     if fmt == "datasets":
         ds = _load_from_disk(_existing(source, context), context)
         if _is_dataset_dict(ds):
-            return {ours: _iter_dataset(sub) for ours, sub in _our_splits(ds, source, context).items()}
+            splits = _our_splits(ds, source, context)
+            return {ours: _iter_dataset(sub) for ours, sub in splits.items()}
         return {WHOLE: _iter_dataset(ds)}
     return {WHOLE: read_records(fmt, source, data_cfg, context=context)}
 
@@ -155,7 +167,8 @@ def _our_splits(splits: Mapping[str, Any], source: str, context: str) -> dict[st
             raise DataError(f"{context}: {source} has two splits that both mean {ours!r}")
         out[ours] = value
     if "train" not in out:
-        raise DataError(f"{context}: {source} has splits {', '.join(map(str, splits))} but no 'train' split")
+        have = ", ".join(map(str, splits))
+        raise DataError(f"{context}: {source} has splits {have} but no 'train' split")
     return out
 
 
@@ -163,7 +176,8 @@ def _pick_split(splits: Mapping[str, Any], split: str, source: str, context: str
     for name, value in splits.items():
         if name == split or split_alias(str(name)) == split_alias(split):
             return value
-    raise DataError(f"{context}: {source} has no {split!r} split; it has {', '.join(map(str, splits))}")
+    have = ", ".join(map(str, splits))
+    raise DataError(f"{context}: {source} has no {split!r} split; it has {have}")
 
 
 def _read_delimited(fmt: str, path: Path, cfg: DataConfig, context: str) -> Iterator[Row]:
@@ -184,8 +198,8 @@ def _read_delimited(fmt: str, path: Path, cfg: DataConfig, context: str) -> Iter
                     names = [h.strip() for h in header]
                 elif len(names) != len(header):
                     raise DataError(
-                        f"{context}: {path}: data.columns names {len(names)} columns but the header "
-                        f"has {len(header)}"
+                        f"{context}: {path}: data.columns names {len(names)} columns but the "
+                        f"header has {len(header)}"
                     )
             for values in reader:
                 # A quoted field may span lines; the row starts on the line after the last one.
@@ -215,7 +229,9 @@ def _encoding_error(path: Path, encoding: str, err: UnicodeDecodeError, context:
             except UnicodeDecodeError:
                 where = f" line {number}"
                 break
-    return DataError(f"{context}: {path}{where}: not valid {encoding} ({err.reason}); set data.encoding")
+    return DataError(
+        f"{context}: {path}{where}: not valid {encoding} ({err.reason}); set data.encoding"
+    )
 
 
 def _read_jsonl(path: Path, cfg: DataConfig, context: str) -> Iterator[Row]:
@@ -272,7 +288,8 @@ def _conll_sentences(lines: Iterable[str], names: list[str] | None) -> Iterator[
             continue
         if names is None:
             width = len(parts)
-            names = _CONLL_DEFAULT if width == 4 else ["tokens"] + [f"col{i}" for i in range(1, width)]
+            extra = [f"col{i}" for i in range(1, width)]
+            names = list(_CONLL_DEFAULT) if width == 4 else ["tokens", *extra]
         if not rows and bad is None:
             start = number
         if len(parts) != len(names):
@@ -301,7 +318,9 @@ def _load_from_disk(path: Path, context: str) -> Any:
     try:
         return datasets.load_from_disk(str(path))
     except FileNotFoundError as e:
-        raise DataError(f"{context}: {path} is not a folder written by datasets save_to_disk ({e})") from None
+        raise DataError(
+            f"{context}: {path} is not a folder written by datasets save_to_disk ({e})"
+        ) from None
 
 
 def _is_dataset_dict(ds: Any) -> bool:

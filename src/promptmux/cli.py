@@ -1,0 +1,188 @@
+"""The `promptmux` command line: train, eval, predict, demo, tasks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from promptmux.errors import PromptmuxError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Multi-task fine-tuning of one pretrained language model, with prompts as the task switch.\n\n"
+    "Start with `promptmux demo`, then write a config (see configs/) and run `promptmux train CONFIG`.",
+)
+
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="Dotted overrides, e.g. train.lr=3e-5 tasks.sst2.weight=2", show_default=False)]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("promptmux").setLevel(logging.INFO)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in output.dir from its last checkpoint.")] = False,
+) -> None:
+    """Train on every task of CONFIG; evaluates every train.eval_every steps and keeps the best bundle.
+
+    Writes to output.dir: best/ (the best bundle), last/ (the latest full checkpoint),
+    metrics.jsonl, tensorboard/ and results.json. Works under `accelerate launch` or `torchrun`.
+    """
+    from promptmux.config import load_config
+    from promptmux.train.trainer import train as run
+
+    cfg = load_config(config, overrides or [])
+    result = run(cfg, resume=resume)
+    _print_result(result)
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (uses its best/ bundle) or a bundle folder.")],
+    overrides: Overrides = None,
+    split: Annotated[str, typer.Option(help="Split to score: dev or test.")] = "dev",
+) -> None:
+    """Per-task metrics of a saved bundle; writes eval_<split>.json and report_<split>.md."""
+    from promptmux.eval.report import evaluate_bundle
+
+    result = evaluate_bundle(run_dir, split, overrides or [])
+    typer.echo(result["table"])
+    typer.echo(f"aggregate ({split}): {result['aggregate']:.2f}   report: {result['report']}")
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder or a bundle folder.")],
+    texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to predict. For pair tasks write 'first ||| second'.", show_default=False)] = None,
+    task: Annotated[str, typer.Option("--task", "-t", help="Task name (see `promptmux tasks RUN`).")] = ...,
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="JSONL/CSV/TSV file to predict row by row.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL output for --input (default: stdout).")] = None,
+    text_field: Annotated[str, typer.Option(help="Field of --input rows holding the text.")] = "text",
+    text_b_field: Annotated[Optional[str], typer.Option(help="Field of --input rows holding the second text of a pair.")] = None,
+) -> None:
+    """Predict TASK for TEXTS, or for every row of --input."""
+    from promptmux.serve.predictor import Predictor
+
+    predictor = Predictor.from_pretrained(run_dir)
+    if input is not None:
+        if texts:
+            raise PromptmuxError("give TEXTS or --input, not both")
+        from promptmux.serve.batch import predict_file
+
+        if output is None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                target = Path(tmp) / "out.jsonl"
+                predict_file(predictor, task, input, target, text_field, text_b_field)
+                sys.stdout.write(target.read_text(encoding="utf-8"))
+            return
+        n = predict_file(predictor, task, input, output, text_field, text_b_field)
+        typer.echo(f"wrote {n} predictions to {output}", err=True)
+        return
+    if not texts:
+        raise PromptmuxError("nothing to predict: give TEXTS or --input FILE")
+    inputs = [tuple(part.strip() for part in t.split("|||", 1)) if "|||" in t else t for t in texts]
+    for text, pred in zip(texts, predictor.predict(task, inputs)):
+        typer.echo(json.dumps({"text": text, **pred}, ensure_ascii=False))
+
+
+@app.command()
+def tasks(
+    path: Annotated[Path, typer.Argument(help="A config file, a run folder or a bundle folder.")],
+    overrides: Overrides = None,
+) -> None:
+    """List the tasks of a config (type, split sizes, labels) or of a saved bundle."""
+    if path.is_file():
+        from promptmux.config import load_config
+        from promptmux.tasks.build import load_task
+
+        cfg = load_config(path, overrides or [])
+        for name, t in cfg.tasks.items():
+            data = load_task(name, t)
+            sizes = ", ".join(f"{s}={len(v)}" for s, v in data.splits.items())
+            skipped = f"  skipped: {data.skipped}" if any(data.skipped.values()) else ""
+            labels = f"  labels: {', '.join(data.labels)}" if data.labels else ""
+            typer.echo(f"{name:<16} {t.type:<15} {sizes}  metric: {cfg.main_metric(name)}{labels}{skipped}")
+        return
+    from promptmux.serve.bundle import read_bundle_meta, resolve_bundle
+
+    meta = read_bundle_meta(resolve_bundle(path))
+    for t in meta["tasks"]:
+        labels = f"  labels: {', '.join(t['labels'])}" if t["labels"] else ""
+        typer.echo(f"{t['name']:<16} {t['type']:<15} metric: {t['metric']}{labels}")
+
+
+@app.command()
+def demo(
+    overrides: Overrides = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/demo).")] = None,
+) -> None:
+    """Train the embedded two-task demo (BBC News topics + VADER word valence) and show predictions."""
+    from promptmux.config import load_config
+    from promptmux.eval.report import evaluate_bundle
+    from promptmux.serve.predictor import Predictor
+    from promptmux.train.trainer import train as run
+
+    with resources.as_file(resources.files("promptmux") / "resources" / "demo.yaml") as config:
+        extra = list(overrides or []) + ([f"output.dir={out}"] if out else [])
+        cfg = load_config(config, extra)
+    result = run(cfg)
+    _print_result(result)
+    test = evaluate_bundle(result.out_dir, "test")
+    typer.echo("\nHeld-out test split (best bundle):")
+    typer.echo(test["table"])
+    predictor = Predictor.from_pretrained(result.out_dir)
+    examples = {
+        "topic": "The central bank raised interest rates again as inflation stayed above target.",
+        "valence": "wonderful",
+    }
+    typer.echo("\nOne prediction per task:")
+    for task, text in examples.items():
+        pred = predictor.predict(task, [text])[0]
+        shown = f"{pred['label']} (p={pred['score']:.2f})" if "label" in pred else f"{pred['value']:+.2f}"
+        typer.echo(f"  {task:<8} {text!r} -> {shown}")
+    typer.echo(f"\nbundle: {result.out_dir / 'best'}   try: promptmux predict {result.out_dir} --task topic \"...\"")
+
+
+def _print_result(result) -> None:
+    from promptmux.eval.metrics import format_table
+
+    typer.echo(f"\n{result.stopped} after {result.steps} steps; best aggregate {result.best_score:.2f} at step {result.best_step}" if result.best_score is not None else f"\n{result.stopped} after {result.steps} steps")
+    if result.best_metrics:
+        typer.echo(format_table(result.best_metrics))
+    typer.echo(f"run folder: {result.out_dir}")
+
+
+def main() -> None:
+    _quiet_libraries()
+    try:
+        app()
+    except PromptmuxError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
