@@ -138,7 +138,7 @@ def check_config(cfg: Config) -> None:
     if fr.strategy in ("bottom_k", "top_k") and fr.k < 1:
         raise ConfigError(f"model.freeze.k: strategy {fr.strategy} needs k >= 1")
     if cfg.train.max_steps is not None and cfg.train.epochs is not None:
-        raise ConfigError("train: give train.max_steps or train.epochs, not both")
+        raise ConfigError("train: give train.max_steps or train.epochs, not both (clear one with an override such as train.epochs=null)")
     if cfg.sampling.strategy not in SAMPLERS:
         raise ConfigError(
             f"sampling.strategy: unknown {cfg.sampling.strategy!r}; known: {', '.join(SAMPLERS.names())}"

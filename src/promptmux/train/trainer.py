@@ -198,7 +198,13 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
                 window.clear()
                 t0, tokens0 = time.perf_counter(), state["tokens"]
 
-            if step % cfg.train.eval_every == 0 or step == steps or stop.requested:
+            if stop.requested and not (step % cfg.train.eval_every == 0 or step == steps):
+                # A preempted job has seconds to exit: save the state, skip the evaluation.
+                save_last()
+                stopped = "sigterm"
+                logger.message(f"SIGTERM: checkpoint saved at step {step}; continue with --resume")
+                break
+            if step % cfg.train.eval_every == 0 or step == steps:
                 last_metrics, improved = _evaluate(cfg, acc, raw_model, data, pad_id, state, logger)
                 if improved:
                     best_metrics = last_metrics
