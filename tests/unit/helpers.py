@@ -13,6 +13,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 POS = ["good", "great", "fun", "love", "best"]
 NEG = ["bad", "awful", "boring", "hate", "worst"]
 FILLER = ["the", "a", "of", "to", "and", "is", "was", "it", "this", "that", "very", "really"]
@@ -115,7 +117,9 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     return path
 
 
-def write_tasks(folder: Path, names: list[str] | None = None, n_train: int = 160, n_dev: int = 40, seed: int = 0) -> dict[str, dict[str, Any]]:
+def write_tasks(
+    folder: Path, names: list[str] | None = None, n_train: int = 160, n_dev: int = 40, seed: int = 0
+) -> dict[str, dict[str, Any]]:
     """Write train/dev JSONL files for the named tasks (default: all) and return their `tasks:` section."""
     tasks = {}
     for i, name in enumerate(names or list(TASKS)):
@@ -145,3 +149,15 @@ def tiny_config(backbone: Path, tasks: dict[str, Any], out_dir: Path, **sections
         else:
             cfg[key] = value
     return cfg
+
+
+@pytest.fixture(scope="module", autouse=False)
+def single_thread():
+    """Run torch on one thread: the tiny model gains nothing from two, and threads that spin-wait
+    for each other are many times slower when other processes share the 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -51,7 +51,7 @@ def config_from_dict(
     raw: Mapping[str, Any], overrides: Iterable[str] = (), base_dir: str | os.PathLike = "."
 ) -> Config:
     """Validate a plain dict (as read from YAML). Paths resolve against `base_dir`."""
-    data = _expand_env(deepcopy(dict(raw)))
+    data = _expand_env(deepcopy(dict(raw)), "")
     for item in overrides:
         apply_override(data, item)
     data_root = data.pop("data_root", None)
@@ -92,7 +92,7 @@ def apply_override(data: dict, item: str) -> None:
 def check_config(cfg: Config) -> None:
     """Cross-field checks. Raises ConfigError naming the dotted key."""
     from promptmux.data.samplers import SAMPLERS
-    from promptmux.weighting import WEIGHTINGS
+    from promptmux.weighting import WEIGHTINGS, build_weighting
 
     if not cfg.tasks:
         raise ConfigError("tasks: at least one task is required")
@@ -128,8 +128,9 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"{key}.labels: regression tasks have no label set")
         if task.labels is not None and len(set(task.labels)) != len(task.labels):
             raise ConfigError(f"{key}.labels: labels must be unique")
-        if task.labels is not None and len(task.labels) < (1 if task.type == "multilabel" else 2):
-            raise ConfigError(f"{key}.labels: need at least two labels")
+        least = 1 if task.type == "multilabel" else 2
+        if task.labels is not None and len(task.labels) < least:
+            raise ConfigError(f"{key}.labels: a {task.type} task needs at least {least} label{'s' if least > 1 else ''}")
         if task.label_separator is not None and task.type != "multilabel":
             raise ConfigError(f"{key}.label_separator: only multilabel tasks split labels")
         if task.fields.text_b is not None and task.type == "token":
@@ -147,6 +148,8 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(
             f"weighting.strategy: unknown {cfg.weighting.strategy!r}; known: {', '.join(WEIGHTINGS.names())}"
         )
+    # Build the weighting once so that bad weighting.options fail here, before any model loads.
+    build_weighting(cfg.weighting.strategy, list(cfg.tasks), {n: t.weight for n, t in cfg.tasks.items()}, cfg.weighting.options)
 
 
 def _resolve_paths(cfg: Config, data_root: Path, config_dir: Path) -> Config:
@@ -173,10 +176,11 @@ def _resolve_paths(cfg: Config, data_root: Path, config_dir: Path) -> Config:
     return cfg.model_copy(update={"tasks": tasks, "model": cfg.model.model_copy(update={"backbone": backbone})})
 
 
-def _infer_format(key: str, path: str | None, func: str | None) -> str:
+def _infer_format(key: str, path: str | None, func: str | None) -> str | None:
     if func:
         return "callable"
-    assert path is not None
+    if path is None:
+        return None  # no source at all: check_config names the missing data.train/path/callable
     p = Path(path)
     if p.suffix.lower() in _EXTENSIONS:
         return _EXTENSIONS[p.suffix.lower()]
@@ -185,21 +189,25 @@ def _infer_format(key: str, path: str | None, func: str | None) -> str:
     raise ConfigError(f"{key}.format: cannot tell the format of {path!r}; set it (csv, tsv, jsonl, parquet, datasets, conll)")
 
 
-def _expand_env(node: Any) -> Any:
+def _expand_env(node: Any, key: str) -> Any:
+    """Substitute `${VAR}` / `${VAR:-default}` in every string; `key` is the dotted key of `node`."""
     if isinstance(node, str):
         def sub(m: re.Match) -> str:
             value = os.environ.get(m.group(1))
             if value is None:
                 if m.group(2) is None:
-                    raise ConfigError(f"environment variable {m.group(1)} is not set (used as ${{{m.group(1)}}})")
+                    raise ConfigError(
+                        f"{key or '(top level)'}: environment variable {m.group(1)} is not set "
+                        f"(used as ${{{m.group(1)}}}; write ${{{m.group(1)}:-default}} for a fallback)"
+                    )
                 return m.group(2)
             return value
 
         return _ENV.sub(sub, node)
     if isinstance(node, dict):
-        return {k: _expand_env(v) for k, v in node.items()}
+        return {k: _expand_env(v, f"{key}.{k}" if key else str(k)) for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand_env(v) for v in node]
+        return [_expand_env(v, f"{key}.{i}") for i, v in enumerate(node)]
     return node
 
 

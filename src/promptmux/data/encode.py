@@ -7,6 +7,7 @@ handful of arrays (fast to cache, cheap to slice) instead of 67k Python lists.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -136,7 +137,16 @@ def _cache_key(examples: list[Example], tokenizer, task_type: str, max_length: i
     h = hashlib.sha1()
     h.update(f"v{CACHE_VERSION}|{task_type}|{max_length}|{n_labels}|{type(tokenizer).__name__}".encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    ident = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        # Each call of a fast tokenizer leaves its truncation/padding settings in the backend; they
+        # are not part of the vocabulary and rules (max_length is in the key already), so leaving
+        # them in would make the key depend on whatever the tokenizer did last.
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        ident = json.dumps(spec)
+    else:
+        ident = repr(sorted(tokenizer.get_vocab().items()))
     h.update(hashlib.sha1(ident.encode()).digest())
     for ex in examples:
         h.update(repr((ex.text, ex.text_b, ex.label)).encode())

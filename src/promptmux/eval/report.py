@@ -18,9 +18,10 @@ from promptmux.serve.predictor import Predictor
 def evaluate_bundle(path: str | Path, split: str = "dev", overrides: list[str] | tuple[str, ...] = (), report_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate the bundle at `path` on `split`; write `eval_<split>.json` and `report_<split>.md`.
 
-    The tasks' data is read through the training config saved in the bundle (overrides such as
-    `data_root=/elsewhere` or `tasks.sst2.data.dev=...` point it at moved files). Label ids come
-    from the bundle, so they match the trained heads.
+    The tasks' data is read through the training config saved in the bundle. That config holds
+    absolute data paths, so `data_root=` has no effect here: point a task at moved files with
+    overrides such as `tasks.sst2.data.dev=/elsewhere/dev.tsv`. Label ids come from the bundle, so
+    they match the trained heads.
     """
     from promptmux.eval.metrics import aggregate_score, format_markdown_table, format_table
     from promptmux.train.setup import prepare_data

@@ -42,7 +42,7 @@ def predict_file(
     count = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for rows, inputs in _chunks(input_path, fmt, text_field, text_b_field, info.type, chunk_size):
+            for rows, inputs in _chunks(predictor, task, input_path, fmt, text_field, text_b_field, info.type, chunk_size):
                 try:
                     preds = predictor.predict(task, inputs, batch_size=batch_size)
                 except DataError as e:
@@ -57,7 +57,16 @@ def predict_file(
     return count
 
 
-def _chunks(path: Path, fmt: str, text_field: str, text_b_field: str | None, task_type: str, size: int) -> Iterator[tuple[list[int], list]]:
+def _text(path: Path, row: int, record: dict, field: str) -> str:
+    value = record[field]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):  # e.g. a JSON null or list, which str() would turn into "None"
+        raise DataError(f"{path} row {row}, field {field!r}: expected text, got {type(value).__name__}")
+    return value
+
+
+def _chunks(predictor: Predictor, task: str, path: Path, fmt: str, text_field: str, text_b_field: str | None, task_type: str, size: int) -> Iterator[tuple[list[int], list]]:
     rows: list[int] = []
     inputs: list = []
     for row, record in read_records(fmt, str(path), DataConfig(format=fmt), context=str(path)):
@@ -65,13 +74,18 @@ def _chunks(path: Path, fmt: str, text_field: str, text_b_field: str | None, tas
             raise DataError(f"{path} row {row}: {record.reason}")
         if text_field not in record:
             raise DataError(f"{path} row {row}: missing field {text_field!r} (set --text-field)")
-        text = record[text_field]
         if text_b_field is not None:
             if text_b_field not in record:
                 raise DataError(f"{path} row {row}: missing field {text_b_field!r}")
-            text = (str(text), str(record[text_b_field]))
+            text = (_text(path, row, record, text_field), _text(path, row, record, text_b_field))
         elif task_type != "token":
-            text = str(text)
+            text = _text(path, row, record, text_field)
+        else:
+            text = record[text_field]
+        try:  # checked here, where the row number is known
+            predictor.example(task, text)
+        except DataError as e:
+            raise DataError(f"{path} row {row}: {e}") from None
         rows.append(row)
         inputs.append(text)
         if len(rows) == size:

@@ -53,25 +53,32 @@ class Predictor:
 
     def examples(self, task: str, inputs: Sequence[TextInput]) -> list[Example]:
         """Validate raw inputs and turn them into unlabeled examples."""
-        info = self.task(task)
+        self.task(task)
         out = []
         for i, item in enumerate(inputs):
-            if info.type == "token":
-                words = item.split() if isinstance(item, str) else list(item)
-                if not words or not all(isinstance(w, str) and w.strip() for w in words):
-                    raise DataError(f"input {i}: a token task needs a non-empty text or list of words")
-                out.append(Example(tuple(words)))
-                continue
-            if isinstance(item, str):
-                a, b = item, None
-            elif isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
-                a, b = item
-            else:
-                raise DataError(f"input {i}: expected a text or a (text_a, text_b) pair, got {type(item).__name__}")
-            if not a.strip() or (b is not None and not b.strip()):
-                raise DataError(f"input {i}: empty text")
-            out.append(Example(a.strip(), None if b is None else b.strip()))
+            try:
+                out.append(self.example(task, item))
+            except DataError as e:
+                raise DataError(f"input {i}: {e}") from None
         return out
+
+    def example(self, task: str, item: TextInput) -> Example:
+        """Validate one raw input; the DataError says what is wrong with it (callers add where)."""
+        info = self.task(task)
+        if info.type == "token":
+            words = item.split() if isinstance(item, str) else list(item) if isinstance(item, (list, tuple)) else None
+            if not words or not all(isinstance(w, str) and w.strip() for w in words):
+                raise DataError("a token task needs a non-empty text or list of words")
+            return Example(tuple(words))
+        if isinstance(item, str):
+            a, b = item, None
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
+            a, b = item
+        else:
+            raise DataError(f"expected a text or a (text_a, text_b) pair, got {type(item).__name__}")
+        if not a.strip() or (b is not None and not b.strip()):
+            raise DataError("empty text")
+        return Example(a.strip(), None if b is None else b.strip())
 
     def predict(self, task: str, inputs: TextInput | Sequence[TextInput], batch_size: int = 64) -> list[dict[str, Any]]:
         """Predict `task` for each input; returns one dict per input (see `format_output`)."""

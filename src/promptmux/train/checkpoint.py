@@ -58,18 +58,24 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    # Each process keeps its own RNG stream (dropout differs per rank); all else is identical.
-    torch.save(rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        write_bundle_files(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(weighting.state_dict(), tmp / "weighting.pt")
-        state = dict(state, world_size=accelerator.num_processes)
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        replace_directory(tmp, target)
+    try:
+        # Each process keeps its own RNG stream (dropout differs per rank); all else is identical.
+        torch.save(rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
+        if accelerator.is_main_process:
+            write_bundle_files(tmp)
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            torch.save(weighting.state_dict(), tmp / "weighting.pt")
+            state = dict(state, world_size=accelerator.num_processes)
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            replace_directory(tmp, target)
+    except BaseException:
+        # A failed write (disk full) must not leave a model-and-optimizer-sized half copy behind.
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     accelerator.wait_for_everyone()
 
 

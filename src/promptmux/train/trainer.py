@@ -22,7 +22,7 @@ from promptmux.data.samplers import build_sampler
 from promptmux.data.streams import TaskStream
 from promptmux.errors import ConfigError, TrainingError
 from promptmux.eval.evaluator import autocast, evaluate
-from promptmux.fsutil import atomic_directory, atomic_write_text
+from promptmux.fsutil import atomic_directory, atomic_write_text, recover_directory
 from promptmux.model.backbone import apply_freeze, count_parameters, load_backbone
 from promptmux.model.multitask import MultiTaskModel, build_model
 from promptmux.serve.bundle import write_bundle
@@ -71,8 +71,12 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
+    # Under a plain `torchrun` on a machine without an accelerator, accelerate sets up no process
+    # group (each process would train alone into the same folder) unless told to use the CPU, as
+    # `accelerate launch --cpu` does.
+    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
     # Single-task batches leave the other heads unused in a step; DDP must be told.
-    acc = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    acc = Accelerator(cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     world, rank = acc.num_processes, acc.process_index
     if acc.device.type == "cpu" and world > 1 and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // acc.num_processes))
@@ -289,7 +293,12 @@ def _check_finite(acc, losses: dict[str, torch.Tensor], step: int, stop: _Stop) 
 
 def _check_output_dir(cfg: Config, out: Path, resume: bool, main: bool) -> None:
     exists = (out / "last").exists() or (out / "best").exists() or (out / ".last.old").exists()
-    if resume or not exists:
+    if resume:
+        if main:  # before any other process looks: put back folders a crash left mid-swap
+            recover_directory(out / "last")
+            recover_directory(out / "best")
+        return
+    if not exists:
         return
     if not cfg.output.overwrite:
         raise ConfigError(
