@@ -112,5 +112,21 @@ def test_resume_with_another_number_of_processes_is_a_clear_error(tmp_path, tiny
     before = (run / "last" / "model.safetensors").read_bytes()
 
     with pytest.raises(TrainingError, match="written by 2 processes, this run has 1"):
-        train(load_config(config, [f"output.dir={run}", "train.max_steps=8"]), resume=True)
+        train(load_config(config, [f"output.dir={run}"]), resume=True)
     assert (run / "last" / "model.safetensors").read_bytes() == before
+
+
+def test_resume_under_a_changed_config_is_refused(tmp_path, tiny_backbone):
+    """Another lr or step budget would silently train a different run; logging keys may change."""
+    config = write_run_config(
+        tmp_path, tiny_backbone, tasks={"sentiment": 16}, train={"max_steps": 4, "eval_every": 2}
+    )
+    run = tmp_path / "run"
+    with one_thread():
+        train(load_config(config, [f"output.dir={run}", "train.max_steps=2"]))
+        before = (run / "last" / "model.safetensors").read_bytes()
+        with pytest.raises(TrainingError, match=r"train\.lr \(.*-> 0\.5\).*train\.max_steps"):
+            train(load_config(config, [f"output.dir={run}", "train.lr=0.5"]), resume=True)
+        assert (run / "last" / "model.safetensors").read_bytes() == before
+        result = train(load_config(config, [f"output.dir={run}", "train.max_steps=2", "train.log_every=1"]), resume=True)
+    assert result.steps == 2

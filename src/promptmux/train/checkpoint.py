@@ -86,6 +86,37 @@ def find_checkpoint(target: Path) -> Path:
     return folder
 
 
+# Keys that may change between a run and its resumption: they do not change what is trained.
+RESUMABLE_CHANGES = ("output.", "train.eval_every", "train.log_every", "train.progress", "train.eval_batch_size", "train.early_stopping_patience")
+
+
+def check_resume_config(folder: Path, config: dict[str, Any]) -> None:
+    """Refuse to resume under a config that would train something else than the checkpoint's run."""
+    import yaml
+
+    saved_file = folder / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = _flatten(yaml.safe_load(saved_file.read_text(encoding="utf-8")))
+    now = _flatten(config)
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    if changed:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:8])
+        raise TrainingError(
+            f"--resume: the config differs from the checkpoint's in {shown}; resuming would not continue "
+            f"the same run. Use the original values, or start a new run in another output.dir"
+        )
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
 def read_state(folder: Path) -> dict[str, Any]:
     return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
 

@@ -36,6 +36,7 @@ def task_infos(cfg: Config, raw: dict[str, TaskData]) -> list[TaskInfo]:
             labels=raw[name].labels,
             pooling=t.pooling or cfg.model.pooling,
             metric=cfg.main_metric(name),
+            pair=t.fields.text_b is not None,
         )
         for name, t in cfg.tasks.items()
     ]

@@ -108,6 +108,7 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     folder = None
     if resume:
         folder = ckpt.find_checkpoint(out / "last")
+        ckpt.check_resume_config(folder, config_to_dict(cfg))
         from safetensors.torch import load_model
 
         load_model(model, str(folder / "model.safetensors"))
@@ -166,7 +167,7 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     window: dict[str, list[float]] = {}
     t0, tokens0 = time.perf_counter(), state["tokens"]
     trainable_params = [p for p in model.parameters() if p.requires_grad] + list(weighting.parameters())
-    with _Stop() as stop:
+    with _Stop() as stop, contextlib.closing(logger):  # closed on errors too (NaN, disk full)
         while state["step"] < steps:
             step = state["step"]
             for micro in range(cfg.train.grad_accum):
@@ -234,7 +235,6 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
             "best_metrics": best_metrics, "last_metrics": last_metrics, "stopped": stopped,
         }
         atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
-    logger.close()
     acc.wait_for_everyone()
     return TrainResult(out, state["step"], state["best_step"], state["best_score"], best_metrics, last_metrics, stopped, raw_model)
 
