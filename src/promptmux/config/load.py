@@ -135,6 +135,12 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"{key}.label_separator: only multilabel tasks split labels")
         if task.fields.text_b is not None and task.type == "token":
             raise ConfigError(f"{key}.fields.text_b: token tasks take one word sequence")
+        if task.prompt.template is not None:
+            from promptmux.prompts.templates import check_template
+
+            problem = check_template(task.prompt.template, task.type, task.fields.text_b is not None)
+            if problem:
+                raise ConfigError(f"{key}.prompt.template: {problem}")
     fr = cfg.model.freeze
     if fr.strategy in ("bottom_k", "top_k") and fr.k < 1:
         raise ConfigError(f"model.freeze.k: strategy {fr.strategy} needs k >= 1")

@@ -79,6 +79,17 @@ class FieldsConfig(Strict):
     label: str = "label"
 
 
+class PromptConfig(Strict):
+    """The task's hard prompt: a text template wrapped around each input.
+
+    Placeholders: `{text}` and `{text_b}` (the mapped input fields). `{sep}` splits the result into
+    the two segments of a text pair, e.g. `"Premise: {text}{sep}Hypothesis: {text_b}"`; a pair
+    template without `{sep}` joins both texts into one segment.
+    """
+
+    template: str | None = None
+
+
 class TaskConfig(Strict):
     type: TaskType
     data: DataConfig
@@ -89,11 +100,30 @@ class TaskConfig(Strict):
     pooling: Literal["cls", "mean"] | None = None  # overrides model.pooling for this task
     metric: str | None = None  # main metric; default per task type (see TASK_METRICS)
     weight: float = Field(1.0, ge=0.0)  # used by the `static` weighting
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
 
 
 class FreezeConfig(Strict):
     strategy: Literal["none", "embeddings", "bottom_k", "top_k", "backbone"] = "none"
     k: int = Field(0, ge=0)
+
+
+class SoftPromptConfig(Strict):
+    """Learned prompt vectors that tell the shared encoder which task each row belongs to.
+
+    kinds: `none`; `shallow` (per-task vectors prepended to the input embeddings, prompt tuning);
+    `deep` (per-task, per-layer prompt vectors, P-tuning v2 style); `shared` (one shared prompt
+    modulated per task by a low-rank factor, multi-task prompt tuning); `generated` (prompts made by
+    a small network from a learned task embedding, P_t = g(W e_t + b)).
+    """
+
+    kind: Literal["none", "shallow", "deep", "shared", "generated"] = "none"
+    length: int = Field(20, ge=1, le=512)
+    rank: int = Field(1, ge=1)  # shared: rank of each task's modulation
+    task_embedding_dim: int = Field(32, ge=1)  # generated: size of e_t
+    generator_hidden: int = Field(256, ge=1)  # generated: hidden width of g
+    init: Literal["vocab", "random"] = "vocab"  # start from embeddings of random vocabulary tokens
+    lr: float | None = Field(None, gt=0)  # prompts usually want a larger rate than the encoder
 
 
 class ModelConfig(Strict):
@@ -102,6 +132,7 @@ class ModelConfig(Strict):
     pooling: Literal["cls", "mean"] = "mean"
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    prompts: SoftPromptConfig = Field(default_factory=SoftPromptConfig)
 
 
 class SamplingConfig(Strict):

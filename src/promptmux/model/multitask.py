@@ -19,6 +19,11 @@ class TaskInfo:
     labels: list[str] | None
     pooling: str
     metric: str
+    # Whether the task reads text pairs (text_a, text_b). None means "not recorded": bundles
+    # written before this field existed still load, and callers fall back to other evidence.
+    pair: bool | None = None
+    # The hard prompt wrapped around every input of this task (training and inference alike).
+    prompt: str | None = None
 
     @property
     def n_labels(self) -> int:

@@ -12,6 +12,7 @@ from promptmux.data.encode import encode_examples
 from promptmux.errors import DataError
 from promptmux.eval.evaluator import run_task
 from promptmux.model.multitask import MultiTaskModel, TaskInfo
+from promptmux.prompts.templates import apply_template
 from promptmux.serve.bundle import load_bundle
 from promptmux.tasks.spec import Example
 
@@ -78,7 +79,11 @@ class Predictor:
             raise DataError(f"expected a text or a (text_a, text_b) pair, got {type(item).__name__}")
         if not a.strip() or (b is not None and not b.strip()):
             raise DataError("empty text")
-        return Example(a.strip(), None if b is None else b.strip())
+        if info.prompt and info.pair and b is None:
+            raise DataError(f"task {task!r} reads text pairs: give (text_a, text_b)")
+        example = Example(a.strip(), None if b is None else b.strip())
+        # The model was trained on prompted inputs, so every consumer gets the prompted example.
+        return apply_template(info.prompt, [example])[0]
 
     def predict(self, task: str, inputs: TextInput | Sequence[TextInput], batch_size: int = 64) -> list[dict[str, Any]]:
         """Predict `task` for each input; returns one dict per input (see `format_output`)."""

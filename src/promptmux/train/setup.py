@@ -11,6 +11,7 @@ import torch
 from promptmux.config.schema import Config
 from promptmux.data.encode import Encoded, default_cache_dir, encode_examples
 from promptmux.model.multitask import MultiTaskModel, TaskInfo
+from promptmux.prompts.templates import apply_template
 from promptmux.tasks.spec import Example, TaskData
 
 log = logging.getLogger("promptmux.train")
@@ -37,16 +38,24 @@ def task_infos(cfg: Config, raw: dict[str, TaskData]) -> list[TaskInfo]:
             pooling=t.pooling or cfg.model.pooling,
             metric=cfg.main_metric(name),
             pair=t.fields.text_b is not None,
+            prompt=t.prompt.template,
         )
         for name, t in cfg.tasks.items()
     ]
+
+
+def with_prompt(data: TaskData, template: str | None) -> TaskData:
+    """The task's examples wrapped in its hard prompt (what the encoder reads)."""
+    if template:
+        data.splits = {split: apply_template(template, rows) for split, rows in data.splits.items()}
+    return data
 
 
 def prepare_data(cfg: Config, tokenizer, splits: tuple[str, ...] = ("train", "dev"), cache: bool = True) -> PreparedData:
     """Read every task, check the splits training needs, and tokenize them (cached on disk)."""
     from promptmux.tasks.build import load_task
 
-    raw = {name: load_task(name, t) for name, t in cfg.tasks.items()}
+    raw = {name: with_prompt(load_task(name, t), t.prompt.template) for name, t in cfg.tasks.items()}
     tasks = task_infos(cfg, raw)
     data = PreparedData(tasks, raw)
     cache_dir = default_cache_dir() if cache else None
