@@ -1,4 +1,4 @@
-"""The `promptmux` command line: train, eval, predict, demo, tasks."""
+"""The `promptmux` command line: train, eval, predict, serve, demo, tasks."""
 
 from __future__ import annotations
 
@@ -91,12 +91,14 @@ def predict(
         from promptmux.serve.batch import predict_file
 
         if output is None:
+            import shutil
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:
                 target = Path(tmp) / "out.jsonl"
                 predict_file(predictor, task, input, target, text_field, text_b_field)
-                sys.stdout.write(target.read_text(encoding="utf-8"))
+                with open(target, encoding="utf-8") as f:  # streamed: the output may be larger than memory
+                    shutil.copyfileobj(f, sys.stdout)
             return
         n = predict_file(predictor, task, input, output, text_field, text_b_field)
         typer.echo(f"wrote {n} predictions to {output}", err=True)
@@ -106,6 +108,47 @@ def predict(
     inputs = [tuple(part.strip() for part in t.split("|||", 1)) if "|||" in t else t for t in texts]
     for text, pred in zip(texts, predictor.predict(task, inputs)):
         typer.echo(json.dumps({"text": text, **pred}, ensure_ascii=False))
+
+
+@app.command()
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (uses its best/ bundle) or a bundle folder.")],
+    host: Annotated[str, typer.Option(help="Address to listen on. The default answers this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_batch_size: Annotated[int, typer.Option(help="Most items per forward pass; 1 turns micro-batching off.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="How long the oldest waiting item may wait for others to join its batch.")] = 5.0,
+    max_items: Annotated[int, typer.Option(help="Most items per request (more: HTTP 413).")] = 64,
+    max_text_chars: Annotated[int, typer.Option(help="Most characters per text (longer: HTTP 413, or cut with --truncate).")] = 4000,
+    truncate: Annotated[bool, typer.Option("--truncate/--no-truncate", help="Cut texts over --max-text-chars instead of refusing them.")] = False,
+    timeout_s: Annotated[float, typer.Option(help="Seconds a request may wait for its predictions (then HTTP 504).")] = 30.0,
+    max_queue: Annotated[int, typer.Option(help="Most items waiting for the model (then HTTP 503).")] = 4096,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (default: the bundle's training precision).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per forward pass (default: torch's choice, one per core).")] = None,
+    workers: Annotated[int, typer.Option(help="Model threads sharing the one model; e.g. --workers 2 --threads 1 runs two passes side by side on two cores.")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve every task of a bundle over HTTP: POST /v1/predict, GET /v1/tasks, /healthz, /metrics,
+    the playground at / and API docs at /docs. Items of different tasks and requests share batches."""
+    import uvicorn
+
+    from promptmux.errors import ConfigError
+    from promptmux.serve.app import create_app
+    from promptmux.serve.predictor import Predictor
+    from promptmux.serve.schemas import ServeSettings
+
+    settings = ServeSettings(
+        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_items=max_items, max_text_chars=max_text_chars,
+        truncate=truncate, timeout_s=timeout_s, max_queue=max_queue, workers=workers,
+    )  # checked before the model loads
+    if precision not in (None, "fp32", "bf16"):
+        raise ConfigError(f"--precision must be fp32 or bf16, got {precision!r}")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    predictor = Predictor.from_pretrained(run_dir, precision=precision)
+    typer.echo(f"serving {', '.join(predictor.tasks)} from {predictor.folder} on http://{host}:{port}  (playground: /, docs: /docs)", err=True)
+    uvicorn.run(create_app(predictor, settings), host=host, port=port, log_level=log_level)
 
 
 @app.command()

@@ -91,7 +91,7 @@ def apply_override(data: dict, item: str) -> None:
 
 def check_config(cfg: Config) -> None:
     """Cross-field checks. Raises ConfigError naming the dotted key."""
-    from promptmux.data.samplers import SAMPLERS
+    from promptmux.data.samplers import SAMPLERS, build_sampler
     from promptmux.weighting import WEIGHTINGS, build_weighting
 
     if not cfg.tasks:
@@ -154,8 +154,15 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(
             f"weighting.strategy: unknown {cfg.weighting.strategy!r}; known: {', '.join(WEIGHTINGS.names())}"
         )
-    # Build the weighting once so that bad weighting.options fail here, before any model loads.
-    build_weighting(cfg.weighting.strategy, list(cfg.tasks), {n: t.weight for n, t in cfg.tasks.items()}, cfg.weighting.options)
+    # Build the weighting and the sampler once so that bad options fail here, before any model loads.
+    weighting = build_weighting(cfg.weighting.strategy, list(cfg.tasks), {n: t.weight for n, t in cfg.tasks.items()}, cfg.weighting.options)
+    build_sampler(cfg.sampling.strategy, dict.fromkeys(cfg.tasks, 1), cfg.seed, cfg.sampling.temperature, cfg.sampling.options)
+    if weighting.needs_task_grads and not cfg.sampling.mixed and cfg.train.grad_accum < 2 and len(cfg.tasks) > 1:
+        raise ConfigError(
+            f"weighting.strategy: {cfg.weighting.strategy} combines the gradients of several tasks in a step; "
+            f"set sampling.mixed=true (rows of several tasks in each batch), or train.grad_accum >= 2 "
+            f"(each step sums several single-task batches)"
+        )
 
 
 def _resolve_paths(cfg: Config, data_root: Path, config_dir: Path) -> Config:

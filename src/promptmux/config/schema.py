@@ -142,6 +142,8 @@ class SamplingConfig(Strict):
     temperature: float = Field(2.0, gt=0.0)
     # false: each batch holds one task; true: each batch mixes rows of several tasks.
     mixed: bool = False
+    # Strategy options, e.g. {cap: 20000} for `capped` (see each sampler's docstring).
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class WeightingConfig(Strict):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from promptmux.model.heads import HEADS, Head
+from promptmux.model.prompts import SoftPrompt, build_prompt
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,18 @@ class MultiTaskModel(nn.Module):
 
     Rows of one task are contiguous in a batch (the collator groups them), so each head sees a
     slice view of the encoder output rather than a gathered copy.
+
+    With soft prompts (`prompt`), every row gets its own task's L prompt positions in front of its
+    tokens (see `promptmux.model.prompts.base`); they are stripped from the encoder output before
+    the heads, so heads, pooling and token heads' `word_starts` see exactly the real tokens and
+    the real attention mask, as without prompts.
     """
 
-    def __init__(self, encoder: nn.Module, heads: dict[str, Head]) -> None:
+    def __init__(self, encoder: nn.Module, heads: dict[str, Head], prompt: SoftPrompt | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
+        self.prompt = prompt
 
     def forward(
         self,
@@ -56,17 +64,23 @@ class MultiTaskModel(nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**kwargs).last_hidden_state
+        if self.prompt is None:
+            hidden = self.encoder(**kwargs).last_hidden_state
+        else:
+            # Drop the prompt positions: heads read the real tokens only.
+            hidden = self.prompt.encode(self.encoder, rows, **kwargs)[:, self.prompt.length :]
         return {
             task: self.heads[task](hidden[sl], attention_mask[sl], extra.get(task, {}))
             for task, sl in rows.items()
         }
 
 
-def build_model(encoder: nn.Module, tasks: list[TaskInfo], head_dropout: float) -> MultiTaskModel:
+def build_model(encoder: nn.Module, tasks: list[TaskInfo], head_dropout: float, prompts: Any = None) -> MultiTaskModel:
+    """One head per task; `prompts` (a SoftPromptConfig, or a dict of its settings as bundle.json
+    records them) attaches soft prompts unless absent or of kind `none`."""
     hidden = encoder.config.hidden_size
     heads = {
         t.name: HEADS.get(t.type)(hidden, t.n_labels, pooling=t.pooling, dropout=head_dropout)
         for t in tasks
     }
-    return MultiTaskModel(encoder, heads)
+    return MultiTaskModel(encoder, heads, build_prompt(prompts, [t.name for t in tasks], encoder))

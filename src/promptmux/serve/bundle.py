@@ -1,7 +1,8 @@
 """The bundle: a self-contained folder with everything needed to predict.
 
     bundle.json          format version, tasks (type, labels, pooling, metric), model settings
-    model.safetensors    encoder + heads
+                         (with `prompts`, the soft prompt shape, when the model has soft prompts)
+    model.safetensors    encoder + heads (+ soft prompts)
     encoder/config.json  the encoder architecture (no pretrained weights are needed to load)
     tokenizer/           the tokenizer files
     config.yaml          the training config, for reference and `promptmux eval`
@@ -81,10 +82,11 @@ def load_bundle(path: str | Path) -> tuple[MultiTaskModel, Any, list[TaskInfo], 
         if not (folder / needed).exists():
             raise BundleError(f"{folder}: missing {needed}")
     encoder = backbone_from_config(folder / "encoder")
-    model = build_model(encoder, tasks, head_dropout=settings.get("head_dropout", 0.0))
+    # Bundles without soft prompts (or written before they existed) have no "prompts" setting.
+    model = build_model(encoder, tasks, head_dropout=settings.get("head_dropout", 0.0), prompts=settings.get("prompts"))
     missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
     if missing or unexpected:
-        raise BundleError(f"{folder}/model.safetensors does not match bundle.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise BundleError(f"{folder}/model.safetensors does not match bundle.json: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     return model, tokenizer, tasks, settings, folder

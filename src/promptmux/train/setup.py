@@ -86,20 +86,25 @@ def total_steps(cfg: Config, train_sizes: dict[str, int], world_size: int) -> in
 
 
 def build_optimizer(cfg: Config, model: MultiTaskModel, extra: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-    """AdamW with decoupled weight decay off for biases and norms; heads may use `train.head_lr`."""
+    """AdamW with decoupled weight decay off for biases and norms; heads may use `train.head_lr`,
+    soft prompts `model.prompts.lr`."""
     t = cfg.train
     head_lr = t.head_lr or t.lr
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
 
-    def add(module: torch.nn.Module, lr: float) -> None:
+    def add(module: torch.nn.Module, lr: float, decay: bool = True) -> None:
         for name, p in module.named_parameters():
             if not p.requires_grad:
                 continue
-            no_decay = p.ndim < 2 or "norm" in name.lower()
+            no_decay = not decay or p.ndim < 2 or "norm" in name.lower()
             groups.setdefault((lr, 0.0 if no_decay else t.weight_decay), []).append(p)
 
     add(model.encoder, t.lr)
     add(model.heads, head_lr)
+    if model.prompt is not None:
+        # Soft prompts take `model.prompts.lr` (else head_lr) and no weight decay: at the large
+        # rates prompts need, decay would pull them toward zero faster than the loss can hold them.
+        add(model.prompt, cfg.model.prompts.lr or head_lr, decay=False)
     if extra is not None:
         add(extra, head_lr)
     params = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]

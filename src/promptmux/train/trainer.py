@@ -25,10 +25,12 @@ from promptmux.eval.evaluator import autocast, evaluate
 from promptmux.fsutil import atomic_directory, atomic_write_text, recover_directory
 from promptmux.model.backbone import apply_freeze, count_parameters, load_backbone
 from promptmux.model.multitask import MultiTaskModel, build_model
+from promptmux.model.prompts import prompt_settings
 from promptmux.serve.bundle import write_bundle
 from promptmux.train import checkpoint as ckpt
 from promptmux.train.logger import RunLogger
 from promptmux.train.setup import PreparedData, build_optimizer, build_scheduler, prepare_data, total_steps
+from promptmux.train.task_grads import TaskGradients
 from promptmux.weighting import build_weighting
 
 log = logging.getLogger("promptmux.train")
@@ -89,7 +91,7 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     encoder, tokenizer = load_backbone(cfg.model.backbone)
     data = prepare_data(cfg, tokenizer)
     train_sets = data.encoded["train"]
-    model = build_model(encoder, data.tasks, cfg.model.head_dropout)
+    model = build_model(encoder, data.tasks, cfg.model.head_dropout, cfg.model.prompts)
     for info in data.tasks:
         if info.type == "regression":
             model.heads[info.name].set_target_stats([ex.label for ex in data.raw[info.name].split("train")])
@@ -103,7 +105,9 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
         t: TaskStream(enc.lengths, rows_per_batch, seed=cfg.seed * 1000 + i, buckets=cfg.train.length_buckets, bucket_size=cfg.train.bucket_size)
         for i, (t, enc) in enumerate(train_sets.items())
     }
-    sampler = build_sampler(cfg.sampling.strategy, {t: len(e) for t, e in train_sets.items()}, cfg.seed, cfg.sampling.temperature)
+    sizes = {t: len(e) for t, e in train_sets.items()}
+    sampler = build_sampler(cfg.sampling.strategy, sizes, cfg.seed, cfg.sampling.temperature, cfg.sampling.options)
+    sampler.set_total_steps(steps)
     state: dict[str, Any] = {"step": 0, "best_score": None, "best_step": None, "evals_since_best": 0, "tokens": 0}
     folder = None
     if resume:
@@ -124,6 +128,13 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     scheduler = build_scheduler(cfg, optimizer, steps)
     model, optimizer = acc.prepare(model, optimizer)
     raw_model: MultiTaskModel = acc.unwrap_model(model)
+    # Gradient-combining weightings (PCGrad, ...) see per-task gradients; see train/task_grads.py.
+    task_grads = None
+    if weighting.needs_task_grads:
+        if acc.distributed_type.name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+            raise ConfigError(f"weighting.strategy: {cfg.weighting.strategy} needs whole per-task gradients; "
+                              f"use DDP, not {acc.distributed_type.name}")
+        task_grads = TaskGradients(weighting, raw_model, world)
     if folder is not None:
         optimizer.load_state_dict(ckpt.load_torch(folder, "optimizer.pt"))
         scheduler.load_state_dict(ckpt.load_torch(folder, "scheduler.pt"))
@@ -133,8 +144,11 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     logger.message(
         f"tasks: {', '.join(f'{t}({len(e)})' for t, e in train_sets.items())} | steps: {steps} | "
         f"processes: {world} | trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
+        + _prompt_share(raw_model, total)
     )
     settings = {"max_length": cfg.model.max_length, "head_dropout": cfg.model.head_dropout, "precision": cfg.train.precision}
+    if raw_model.prompt is not None:  # load_bundle rebuilds the same prompt module from these
+        settings["prompts"] = prompt_settings(cfg.model.prompts)
     config_dict = config_to_dict(cfg)
     pad_id = tokenizer.pad_token_id or 0
 
@@ -170,20 +184,31 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     with _Stop() as stop, contextlib.closing(logger):  # closed on errors too (NaN, disk full)
         while state["step"] < steps:
             step = state["step"]
+            step_weights: dict[str, float] = {}  # every task of the step (micro-batches may differ)
             for micro in range(cfg.train.grad_accum):
                 batch = next_batch().to(acc.device)
-                sync = contextlib.nullcontext() if micro == cfg.train.grad_accum - 1 else acc.no_sync(model)
+                last_micro = micro == cfg.train.grad_accum - 1 and task_grads is None
+                sync = contextlib.nullcontext() if last_micro else acc.no_sync(model)
                 with sync:
                     with autocast(acc.device, cfg.train.precision):
                         logits = model(**batch.model_inputs())
                     losses = {t: raw_model.heads[t].loss(logits[t], batch.labels[t]) for t in logits}
                     _check_finite(acc, losses, step + 1, stop)
-                    loss, weights = weighting(losses, step)
-                    acc.backward(loss / cfg.train.grad_accum)
+                    if task_grads is not None:
+                        task_grads.accumulate(losses, 1.0 / cfg.train.grad_accum)
+                    else:
+                        loss, weights = weighting(losses, step)
+                        step_weights.update(weights)
+                        acc.backward(loss / cfg.train.grad_accum)
                 state["tokens"] += batch.n_tokens * world
                 for t, v in losses.items():
                     running[t] = v.item() if t not in running else 0.9 * running[t] + 0.1 * v.item()
                     window.setdefault(t, []).append(v.item())
+            if task_grads is not None:
+                weights = step_weights = task_grads.apply(step)
+            _average_weighting_grads(acc, weighting)
+            if not weighting.constant:
+                logger.event("weights", step + 1, weights=step_weights)
             if cfg.train.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(trainable_params, cfg.train.max_grad_norm)
             optimizer.step()
@@ -211,6 +236,7 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
                 break
             if step % cfg.train.eval_every == 0 or step == steps:
                 last_metrics, improved = _evaluate(cfg, acc, raw_model, data, pad_id, state, logger)
+                sampler.observe({t: m[cfg.main_metric(t)] for t, m in last_metrics.items()})
                 if improved:
                     best_metrics = last_metrics
                     if acc.is_main_process:
@@ -270,6 +296,26 @@ def _evaluate(cfg: Config, acc, model: MultiTaskModel, data: PreparedData, pad_i
         logger.message(f"eval @ step {state['step']}: aggregate {score:.2f}{'  (best)' if improved else ''}\n"
                        + format_table(metrics, {t: cfg.main_metric(t) for t in metrics}))
     return metrics, improved
+
+
+def _prompt_share(model: MultiTaskModel, total: int) -> str:
+    if model.prompt is None:
+        return ""
+    n = sum(p.numel() for p in model.prompt.parameters() if p.requires_grad)
+    return f" | soft prompts ({model.prompt.kind}): {n:,} ({100 * n / total:.3f}%)"
+
+
+def _average_weighting_grads(acc, weighting: torch.nn.Module) -> None:
+    """Learnable weighting parameters live outside the DDP model: average their gradients as DDP would."""
+    if acc.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    for p in weighting.parameters():
+        if p.grad is not None:
+            g = p.grad.to(acc.device)
+            dist.all_reduce(g, op=dist.ReduceOp.SUM)
+            p.grad.copy_(g / acc.num_processes)
 
 
 def _check_finite(acc, losses: dict[str, torch.Tensor], step: int, stop: _Stop) -> None:

@@ -1,9 +1,21 @@
 """Loss weighting strategies. Each lives in its own file and registers itself by name."""
 
-from promptmux.weighting import equal, static  # noqa: F401  (registration)
-from promptmux.weighting.base import WEIGHTINGS, Weighting
+from promptmux.weighting import (  # noqa: F401  (registration)
+    cagrad,
+    dwa,
+    equal,
+    famo,
+    gradnorm,
+    loss_driven,
+    mgda,
+    pcgrad,
+    priority,
+    static,
+    uncertainty,
+)
+from promptmux.weighting.base import WEIGHTINGS, GradientWeighting, Weighting
 
-__all__ = ["WEIGHTINGS", "Weighting", "build_weighting"]
+__all__ = ["WEIGHTINGS", "GradientWeighting", "Weighting", "build_weighting"]
 
 
 def build_weighting(strategy: str, tasks: list[str], task_weights: dict[str, float], options: dict) -> Weighting:
@@ -13,5 +25,5 @@ def build_weighting(strategy: str, tasks: list[str], task_weights: dict[str, flo
     cls = WEIGHTINGS.get(strategy)
     try:
         return cls(tasks, task_weights, **options)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"weighting.options: {e}") from None

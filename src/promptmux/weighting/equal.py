@@ -14,5 +14,7 @@ class EqualWeighting(Weighting):
     Tuned equal weighting is a strong baseline (Xin et al. 2022, https://arxiv.org/abs/2209.11379).
     """
 
+    constant = True
+
     def weights(self, losses: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         return {t: 1.0 for t in losses}

@@ -11,5 +11,7 @@ from promptmux.weighting.base import WEIGHTINGS, Weighting
 class StaticWeighting(Weighting):
     """Each task loss times its configured `weight`; weights stay fixed through training."""
 
+    constant = True
+
     def weights(self, losses: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         return {t: self.task_weights[t] for t in losses}

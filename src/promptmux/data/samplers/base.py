@@ -28,9 +28,21 @@ class TaskSampler:
         self.tasks = list(sizes)
         self.sizes = np.asarray([sizes[t] for t in self.tasks], dtype=np.float64)
         self.rng = np.random.default_rng(seed)
+        self.total_steps: int | None = None
 
     def probabilities(self, step: int) -> np.ndarray:
         raise NotImplementedError
+
+    def set_total_steps(self, steps: int) -> None:
+        """The trainer tells every sampler how many optimizer steps the run has (before step 0)."""
+        self.total_steps = int(steps)
+
+    def observe(self, scores: dict[str, float]) -> None:
+        """The trainer reports each evaluation's main dev metric per task (same on every process).
+
+        Samplers that adapt to dev performance override this; their state must then be part of
+        `state_dict` (JSON-serialisable: it is saved in trainer_state.json).
+        """
 
     def sample(self, step: int) -> str:
         """One task for a single-task batch."""

@@ -1,0 +1,291 @@
+"""Soft prompts with a frozen MiniLM vs full fine-tuning, on real GLUE data (issue 3).
+
+Every method trains one multi-task model on the same capped GLUE training rows, in mixed-task
+batches, and is scored on the full GLUE dev sets (GLUE test labels are not public) after its last
+step (no best-of-evaluations picking on the dev set):
+
+    full       everything trains (configs/glue5.yaml's recipe)
+    shallow    frozen backbone; per-task prompt tuning (L vectors at the input) + heads
+    deep       frozen backbone; per-task, per-layer prompts + heads
+    generated  frozen backbone; prompts generated from task embeddings + heads
+    shared     frozen backbone; shared prompt x per-task low-rank factor + heads (optional)
+
+Normalized gain per task: (score - majority-class score) / (full fine-tuning - majority-class).
+
+Usage (from the repository root; data under ../shared/data or $PROMPTMUX_DATA):
+
+    .venv/bin/python bench/prompt_tuning.py                     # the default budget
+    .venv/bin/python bench/prompt_tuning.py --methods shallow --steps 200 --tag try1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+GLUE5 = REPO / "configs" / "glue5.yaml"
+
+FROZEN = {"model.freeze.strategy": "backbone"}
+METHODS: dict[str, dict[str, Any]] = {
+    "full": {"model.prompts.kind": "none"},
+    "shallow": {**FROZEN, "model.prompts.kind": "shallow"},
+    "deep": {**FROZEN, "model.prompts.kind": "deep"},
+    "generated": {**FROZEN, "model.prompts.kind": "generated"},
+    "shared": {**FROZEN, "model.prompts.kind": "shared", "model.prompts.rank": 4},
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default="sst2,mrpc,rte", help="tasks of configs/glue5.yaml (comma separated)")
+    p.add_argument("--methods", default="full,shallow,deep,generated")
+    p.add_argument("--steps", type=int, default=600, help="optimizer steps per method")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--train-cap", type=int, default=4000, help="training rows kept per task (seeded sample)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--length", type=int, default=20, help="prompt length L")
+    p.add_argument("--init", default="vocab", choices=["vocab", "random"])
+    p.add_argument("--full-lr", type=float, default=1e-4, help="encoder rate for full fine-tuning")
+    p.add_argument(
+        "--prompt-lr", default="3e-2",
+        help="model.prompts.lr for the prompt methods: one rate, or per method (shallow=3e-2,deep=1e-2)",
+    )
+    p.add_argument("--head-lr", type=float, default=3e-3, help="train.head_lr for every method")
+    p.add_argument("--warmup", type=float, default=0.06)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override for every method")
+    p.add_argument("--tag", default="", help="suffix for the result files (prompt_tuning<-tag>.json/.md)")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace, method: str, out: Path):
+    from promptmux.config import config_from_dict
+
+    raw = yaml.safe_load(GLUE5.read_text(encoding="utf-8"))
+    tasks = args.tasks.split(",")
+    unknown = sorted(set(tasks) - set(raw["tasks"]))
+    if unknown:
+        raise SystemExit(f"--tasks: {unknown} not in {GLUE5.name} ({', '.join(raw['tasks'])})")
+    raw["tasks"] = {t: raw["tasks"][t] for t in tasks}
+    overrides = {
+        "seed": args.seed,
+        "model.max_length": args.max_length,
+        "model.prompts.length": args.length,
+        "model.prompts.init": args.init,
+        "model.prompts.lr": prompt_lr(args.prompt_lr, method),
+        "sampling.mixed": True,
+        "sampling.strategy": "uniform",
+        "train.max_steps": args.steps,
+        "train.epochs": None,
+        "train.batch_size": args.batch_size,
+        "train.lr": args.full_lr,
+        "train.head_lr": args.head_lr,
+        "train.warmup_ratio": args.warmup,
+        "train.eval_every": args.steps,  # one evaluation, after the last step
+        "train.log_every": max(1, args.steps // 10),
+        "train.progress": False,
+        "train.precision": "bf16",
+        "output.dir": str(out),
+        "output.tensorboard": False,
+        **{f"tasks.{t}.data.max_examples.train": args.train_cap for t in tasks},
+        **METHODS[method],
+    }
+    items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + list(args.set)
+    return config_from_dict(raw, items, base_dir=GLUE5.parent)
+
+
+def prompt_lr(spec: str, method: str) -> float:
+    """`3e-2` for every method, or `shallow=3e-2,deep=1e-2` (methods not named: the first rate)."""
+    if "=" not in spec:
+        return float(spec)
+    rates = {k.strip(): float(v) for k, v in (item.split("=") for item in spec.split(","))}
+    return rates.get(method, next(iter(rates.values())))
+
+
+def majority_scores(cfg) -> dict[str, dict[str, float]]:
+    """Each task's dev metrics when every row gets the most frequent training label."""
+    from promptmux.eval.metrics import compute_metrics
+    from promptmux.tasks.build import load_task
+
+    scores = {}
+    for name, task in cfg.tasks.items():
+        data = load_task(name, task)
+        top = Counter(ex.label for ex in data.split("train")).most_common(1)[0][0]
+        dev = data.split("dev")
+        scores[name] = compute_metrics(task.type, [top] * len(dev), [ex.label for ex in dev], data.labels)
+    return scores
+
+
+def run_method(args: argparse.Namespace, method: str, root: Path) -> dict[str, Any]:
+    from promptmux.model.backbone import count_parameters
+    from promptmux.train.trainer import train
+
+    cfg = build_config(args, method, root / method)
+    log = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(log):
+        result = train(cfg)
+    wall = time.perf_counter() - t0
+    trainable, total = count_parameters(result.model)
+    prompt = result.model.prompt
+    events = [json.loads(line) for line in (root / method / "metrics.jsonl").read_text().splitlines()]
+    train_events = [e for e in events if e["event"] == "train"]
+    return {
+        "metrics": result.last_metrics,
+        "trainable": trainable,
+        "total": total,
+        "trainable_share_pct": 100 * trainable / total,
+        "prompt_parameters": 0 if prompt is None else sum(p.numel() for p in prompt.parameters()),
+        "wall_s": wall,
+        "tokens_per_s": float(sum(e["tokens_per_s"] for e in train_events) / max(1, len(train_events))),
+        "loss_first": train_events[0]["loss"] if train_events else None,
+        "loss_last": train_events[-1]["loss"] if train_events else None,
+        "log": log.getvalue().strip().splitlines()[:1],
+    }
+
+
+def gains(results: dict[str, Any], majority: dict[str, dict[str, float]], metric_of: dict[str, str]) -> None:
+    """Adds normalized gains to every method (needs the `full` method)."""
+    if "full" not in results:
+        return
+    for method, r in results.items():
+        per_task = {}
+        for t, metric in metric_of.items():
+            full = results["full"]["metrics"][t][metric]
+            base = majority[t][metric]
+            score = r["metrics"][t][metric]
+            per_task[t] = None if abs(full - base) < 1e-9 else (score - base) / (full - base)
+        r["gain"] = per_task
+        valid = [g for g in per_task.values() if g is not None]
+        r["gain_mean"] = sum(valid) / len(valid) if valid else None
+
+
+def environment() -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout.strip())
+    except OSError:
+        rev, dirty = "unknown", None
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "peft": peft.__version__, "git": rev, "git_dirty": dirty, "cpu": cpu, "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    tasks = list(report["metric_of"])
+    metric_of = report["metric_of"]
+    lines = [
+        "# Soft prompts (frozen MiniLM) vs full fine-tuning on GLUE",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Tasks: {', '.join(f'{t} ({metric_of[t]})' for t in tasks)}; dev sets in full; "
+        f"{report['settings']['train_cap']} training rows per task at most; {report['settings']['steps']} steps of "
+        f"{report['settings']['batch_size']} rows in mixed-task batches; bf16 autocast on CPU; scored after the last step.",
+        "",
+        "| method | " + " | ".join(f"{t} {metric_of[t]}" for t in tasks) + " | " + " | ".join(f"{t} gain" for t in tasks)
+        + " | mean gain | trainable | share | wall |",
+        "|---" * (2 * len(tasks) + 5) + "|",
+    ]
+    maj = report["majority"]
+    lines.append(
+        "| majority class | " + " | ".join(f"{maj[t][metric_of[t]]:.1f}" for t in tasks) + " | "
+        + " | ".join("0.00" for _ in tasks) + " | 0.00 | 0 | 0% | - |"
+    )
+    for method, r in report["results"].items():
+        g = r.get("gain", {})
+
+        def fmt(x):
+            return "n/a" if x is None else f"{x:.2f}"
+
+        lines.append(
+            f"| {method} | " + " | ".join(f"{r['metrics'][t][metric_of[t]]:.1f}" for t in tasks) + " | "
+            + " | ".join(fmt(g.get(t)) for t in tasks) + f" | {fmt(r.get('gain_mean'))} | {r['trainable']:,} | "
+            f"{r['trainable_share_pct']:.3f}% | {r['wall_s'] / 60:.1f} min |"
+        )
+    env = report["environment"]
+    lines += [
+        "",
+        f"Machine: {env['cpu']}, {env['cores']} cores (shared with other jobs; load average at start "
+        f"{', '.join(f'{x:.1f}' for x in env['load_average_at_start'])}), torch {env['torch']} "
+        f"({env['torch_threads']} threads), transformers {env['transformers']}, peft {env['peft']}, git {env['git']}"
+        f"{' (uncommitted changes)' if env['git_dirty'] else ''}, {env['date']}.",
+        "",
+        "Settings: " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()),
+    ]
+    if report.get("notes"):
+        lines += ["", *report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
+    command = "python bench/prompt_tuning.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    env = environment()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="prompt-bench-") as tmp:
+        first = build_config(args, methods[0], Path(tmp) / "probe")
+        metric_of = {t: first.main_metric(t) for t in first.tasks}
+        majority = majority_scores(first)
+        for method in methods:
+            print(f"[{time.strftime('%H:%M:%S')}] {method} ...", flush=True)
+            results[method] = run_method(args, method, Path(tmp))
+            r = results[method]
+            scores = ", ".join(f"{t} {r['metrics'][t][metric_of[t]]:.1f}" for t in metric_of)
+            print(f"  {scores} | trainable {r['trainable_share_pct']:.3f}% | {r['wall_s'] / 60:.1f} min", flush=True)
+    gains(results, majority, metric_of)
+    report = {
+        "command": command,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("tag",)},
+        "metric_of": metric_of,
+        "majority": majority,
+        "results": results,
+        "environment": env,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "prompt_tuning" + (f"-{args.tag}" if args.tag else "")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (RESULTS / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

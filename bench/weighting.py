@@ -1,0 +1,279 @@
+"""Loss weighting strategies on the five GLUE tasks: dev scores (mean ± std over seeds) and step time.
+
+Every strategy trains the same multi-task MiniLM with the same budget (steps, batch, rows, learning
+rates, mixed-task batches so that gradient methods see several tasks per step), once per seed, and
+is scored on the GLUE dev sets (test labels are not public) after its last step (no picking of the
+best evaluation on the dev set). Reported per strategy: mean ± std over seeds of each task's main
+metric and of the aggregate (the unweighted mean, the GLUE score); the step-time ratio to equal
+weighting (seconds per optimizer step from the training log, evaluation excluded), measured in the
+same run; and, per task, whether the strategy beats equal weighting by more than two standard
+deviations (mean difference > 2 x the larger of the two strategies' std over seeds). Only those
+cells may be called better than equal weighting.
+
+Usage (from the repository root; data under ../shared/data or $PROMPTMUX_DATA):
+
+    .venv/bin/python bench/weighting.py                                  # 6 strategies x 3 seeds
+    .venv/bin/python bench/weighting.py --methods equal,pcgrad --seeds 1 --steps 20 --tag try
+    .venv/bin/python bench/weighting.py --set train.lr=3e-5               # extra override for all runs
+
+Strategy options can be given per method as `name:key=value;key=value`, e.g.
+`--methods equal,cagrad:c=0.2,dwa:window=50`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+GLUE5 = REPO / "configs" / "glue5.yaml"
+DEFAULT_METHODS = "equal,uncertainty,dwa,famo,pcgrad,cagrad"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default="sst2,cola,mrpc,stsb,rte", help="tasks of configs/glue5.yaml (comma separated)")
+    p.add_argument("--methods", default=DEFAULT_METHODS, help="weighting strategies, optionally name:key=value;...")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=1500, help="optimizer steps per run")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--train-cap", type=int, default=None, help="training rows kept per task (seeded sample; default all)")
+    p.add_argument("--dev-cap", type=int, default=None, help="dev rows kept per task (default all; only for smoke runs)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--head-lr", type=float, default=1e-3)
+    p.add_argument("--sampling", default="temperature", help="sampling.strategy (batches are always mixed-task)")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override for every run")
+    p.add_argument("--tag", default="", help="suffix for the result files (weighting<-tag>.json/.md)")
+    p.add_argument("--results-dir", default=str(RESULTS))
+    return p.parse_args(argv)
+
+
+def parse_method(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """`cagrad:c=0.2;rescale=1` -> (label, strategy, options)."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(";")):
+        key, _, value = item.partition("=")
+        options[key] = yaml.safe_load(value)
+    return spec, name, options
+
+
+def build_config(args: argparse.Namespace, strategy: str, options: dict[str, Any], seed: int, out: Path):
+    from promptmux.config import config_from_dict
+
+    raw = yaml.safe_load(GLUE5.read_text(encoding="utf-8"))
+    tasks = args.tasks.split(",")
+    unknown = sorted(set(tasks) - set(raw["tasks"]))
+    if unknown:
+        raise SystemExit(f"--tasks: {unknown} not in {GLUE5.name} ({', '.join(raw['tasks'])})")
+    raw["tasks"] = {t: raw["tasks"][t] for t in tasks}
+    raw["weighting"] = {"strategy": strategy, "options": options}
+    overrides = {
+        "seed": seed,
+        "model.max_length": args.max_length,
+        "sampling.mixed": True,
+        "sampling.strategy": args.sampling,
+        "train.max_steps": args.steps,
+        "train.epochs": None,
+        "train.batch_size": args.batch_size,
+        "train.grad_accum": 1,
+        "train.lr": args.lr,
+        "train.head_lr": args.head_lr,
+        "train.eval_every": args.steps,  # one evaluation, after the last step
+        "train.log_every": max(1, args.steps // 20),
+        "train.progress": False,
+        "train.precision": args.precision,
+        "output.dir": str(out),
+        "output.tensorboard": False,
+    }
+    if args.train_cap:
+        overrides.update({f"tasks.{t}.data.max_examples.train": args.train_cap for t in tasks})
+    if args.dev_cap:
+        overrides.update({f"tasks.{t}.data.max_examples.dev": args.dev_cap for t in tasks})
+    items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + list(args.set)
+    return config_from_dict(raw, items, base_dir=GLUE5.parent)
+
+
+def run_one(args: argparse.Namespace, strategy: str, options: dict[str, Any], seed: int, out: Path) -> dict[str, Any]:
+    from promptmux.eval.metrics import aggregate_score
+    from promptmux.train.trainer import train
+
+    cfg = build_config(args, strategy, options, seed, out)
+    log = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(log):
+        result = train(cfg)
+    wall = time.perf_counter() - t0
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_events = [e for e in events if e["event"] == "train"]
+    weights = [e["weights"] for e in events if e["event"] == "weights"]
+    # Seconds per step between the first and the last train event: the loop only, no evaluation.
+    (first, last) = (train_events[0], train_events[-1]) if len(train_events) > 1 else (None, None)
+    step_s = (last["time"] - first["time"]) / (last["step"] - first["step"]) if first else wall / max(result.steps, 1)
+    scores = {t: m[cfg.main_metric(t)] for t, m in result.last_metrics.items()}
+    return {
+        "scores": scores,
+        "aggregate": aggregate_score(scores),
+        "step_s": step_s,
+        "wall_s": wall,
+        "loss_last": train_events[-1]["loss"] if train_events else None,
+        "weights_first": weights[0] if weights else None,
+        "weights_last": weights[-1] if weights else None,
+        "weights_mean": {t: statistics.fmean(w[t] for w in weights if t in w) for t in scores} if weights else None,
+    }
+
+
+def summarize(runs: list[dict[str, Any]], tasks: list[str]) -> dict[str, Any]:
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+    return {
+        "tasks": {t: stats([r["scores"][t] for r in runs]) for t in tasks},
+        "aggregate": stats([r["aggregate"] for r in runs]),
+        "step_s": statistics.median(r["step_s"] for r in runs),
+    }
+
+
+def compare(summary: dict[str, Any], reference: str) -> None:
+    """Adds the step-time ratio and the 2-std verdicts against the reference (equal weighting)."""
+    ref = summary[reference]
+    for s in summary.values():
+        s["step_time_ratio"] = s["step_s"] / ref["step_s"]
+        s["better_than_equal"] = {}
+        for key in [*s["tasks"], "aggregate"]:
+            a = s["tasks"][key] if key != "aggregate" else s["aggregate"]
+            b = ref["tasks"][key] if key != "aggregate" else ref["aggregate"]
+            margin = 2 * max(a["std"], b["std"])
+            s["better_than_equal"][key] = bool(a["mean"] - b["mean"] > margin) if margin > 0 else None
+
+
+def environment() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout.strip())
+    except OSError:
+        rev, dirty = "unknown", None
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "git": rev, "git_dirty": dirty, "cpu": cpu, "gpu": gpu, "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    tasks = list(report["metric_of"])
+    metric_of = report["metric_of"]
+    st = report["settings"]
+    lines = [
+        "# Loss weighting strategies on GLUE (MiniLM)",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Tasks: {', '.join(f'{t} ({metric_of[t]})' for t in tasks)}; {st['seeds']} seeds; {st['steps']} steps of "
+        f"{st['batch_size']} rows in mixed-task batches ({st['sampling']} sampling); train rows per task: "
+        f"{st['train_cap'] or 'all'}; dev rows per task: {st['dev_cap'] or 'all'}; {st['precision']}; scored after "
+        f"the last step. Cells: mean ± std over seeds. **Bold**: better than equal weighting by more than "
+        f"2 x the larger std (the only wins the table supports).",
+        "",
+        "| strategy | " + " | ".join(f"{t} {metric_of[t]}" for t in tasks) + " | aggregate | step time (x equal) |",
+        "|---" * (len(tasks) + 3) + "|",
+    ]
+    def cell(s: dict[str, Any], key: str, value: dict[str, float]) -> str:
+        text = f"{value['mean']:.1f} ± {value['std']:.1f}"
+        return f"**{text}**" if s.get("better_than_equal", {}).get(key) else text
+
+    for label, s in report["summary"].items():
+        lines.append(
+            f"| {label} | " + " | ".join(cell(s, t, s["tasks"][t]) for t in tasks) + f" | {cell(s, 'aggregate', s['aggregate'])} | "
+            f"{s['step_time_ratio']:.2f} ({s['step_s']:.3f} s) |"
+        )
+    env = report["environment"]
+    lines += [
+        "",
+        f"Machine: {env['gpu'] or env['cpu']}, {env['cores']} cores (load average at start "
+        f"{', '.join(f'{x:.1f}' for x in env['load_average_at_start'])}), torch {env['torch']} ({env['torch_threads']} threads), "
+        f"transformers {env['transformers']}, git {env['git']}{' (uncommitted changes)' if env['git_dirty'] else ''}, {env['date']}.",
+        "",
+        "Settings: " + ", ".join(f"{k}={v}" for k, v in st.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    from promptmux.weighting import WEIGHTINGS
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = [parse_method(m) for m in args.methods.split(",")]
+    unknown = sorted({name for _, name, _ in methods} - set(WEIGHTINGS.names()))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(WEIGHTINGS.names())}")
+    if not any(name == "equal" and not opts for _, name, opts in methods):
+        raise SystemExit("--methods: include plain `equal`, the reference of every comparison")
+    command = "python bench/weighting.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    env = environment()
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in methods}
+    with tempfile.TemporaryDirectory(prefix="weighting-bench-") as tmp:
+        probe = build_config(args, "equal", {}, 0, Path(tmp) / "probe")
+        metric_of = {t: probe.main_metric(t) for t in probe.tasks}
+        # Seeds outermost, strategies inner: machine load drifts, and each seed's strategies then
+        # share the same conditions for the step-time ratio.
+        for seed in range(args.seeds):
+            for label, name, options in methods:
+                print(f"[{time.strftime('%H:%M:%S')}] seed {seed} {label} ...", flush=True)
+                r = run_one(args, name, options, 1000 + seed, Path(tmp) / f"{label}-{seed}".replace(":", "_").replace(";", "_"))
+                runs[label].append(r)
+                print(f"  aggregate {r['aggregate']:.2f} | " + ", ".join(f"{t} {v:.1f}" for t, v in r["scores"].items())
+                      + f" | {r['step_s']:.3f} s/step | {r['wall_s'] / 60:.1f} min", flush=True)
+    summary = {label: summarize(rs, list(metric_of)) for label, rs in runs.items()}
+    compare(summary, "equal")
+    report = {
+        "command": command,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")},
+        "metric_of": metric_of,
+        "summary": summary,
+        "runs": runs,
+        "environment": env,
+    }
+    out = Path(args.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "weighting" + (f"-{args.tag}" if args.tag else "")
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (out / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

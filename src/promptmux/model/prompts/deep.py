@@ -1,0 +1,122 @@
+"""Deep prompts: per-task prompt vectors at the input of every transformer layer (P-tuning v2 style).
+
+Liu et al., "P-Tuning v2: Prompt Tuning Can Be Comparable to Fine-tuning Universally Across Scales
+and Tasks" (2022), https://arxiv.org/abs/2110.07602.
+
+P-tuning v2 (and peft's prefix tuning) feed per-layer key/value prefixes as `past_key_values`.
+That does run with transformers 5's BERT (checked: a DynamicCache prefix plus an attention mask of
+length L + n), but it costs 2·N·L·H parameters per task (a key and a value per layer), it leans on
+the cache API, which has changed shape across transformers releases, and peft's prefix model keeps
+one prefix per forward pass, not one per row. Instead, forward pre-hooks on each layer
+(`encoder_layers()`) overwrite the hidden states at the L prompt positions with that layer's prompt
+for each row's task: any Hugging Face encoder works, and a task costs N·L·H parameters (MiniLM,
+L=20, three tasks: 0.6% of the encoder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from promptmux.model.backbone import encoder_layers
+from promptmux.model.prompts.base import PROMPTS, SoftPrompt, stacked, vocab_token_ids
+
+
+@PROMPTS.register("deep")
+class DeepPrompt(SoftPrompt):
+    """One [N, L, H] prompt per task: the input of each of the N layers at the prompt positions."""
+
+    kind = "deep"
+
+    def __init__(self, tasks: Sequence[str], encoder: nn.Module, length: int, init: str = "vocab") -> None:
+        super().__init__(tasks, encoder, length, init)
+        self.prompts = nn.ParameterDict({t: nn.Parameter(_start(encoder, length, init)) for t in self.tasks})
+
+    @classmethod
+    def from_config(cls, cfg, tasks: Sequence[str], encoder: nn.Module) -> DeepPrompt:
+        return cls(tasks, encoder, cfg.length, cfg.init)
+
+    def forward(self, task_ids: torch.Tensor) -> torch.Tensor:
+        # The input slots are overwritten before the first layer; zeros keep them cheap.
+        return torch.zeros(task_ids.numel(), self.length, self.hidden, device=task_ids.device)
+
+    def layer_context(self, encoder: nn.Module, task_ids: torch.Tensor) -> contextlib.AbstractContextManager:
+        per_row = stacked(self.prompts, self.tasks)[task_ids]  # [B, N, L, H]
+        return _overwriting(encoder_layers(encoder), per_row.transpose(0, 1))
+
+
+# The prompts of the forward pass running in this thread, by layer module. The server may run
+# passes of one model in several threads at once, so the active prompts are thread-local and the
+# hooks stay installed (a no-op outside a pass with prompts) rather than added and removed per pass.
+# Not compatible with gradient checkpointing, whose recomputation runs outside the pass.
+_ACTIVE = threading.local()
+_HOOKED = "_promptmux_deep_prompt_hook"
+
+
+def _overwrite(module: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook: the first L positions of the layer's input become the layer's prompts."""
+    prompts = (getattr(_ACTIVE, "by_layer", None) or {}).get(module)
+    if prompts is None:
+        return None
+    hidden = args[0] if args else kwargs["hidden_states"]
+    new = torch.cat([prompts.to(hidden.dtype), hidden[:, prompts.size(1) :]], 1)
+    if args:
+        return (new, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": new}
+
+
+@contextlib.contextmanager
+def _overwriting(layers: nn.ModuleList, prompts: torch.Tensor) -> Iterator[None]:
+    """Within the context, layer i's input starts with `prompts[i]` ([N, B, L, H]) in this thread."""
+    for layer in layers:
+        if not getattr(layer, _HOOKED, False):
+            layer.register_forward_pre_hook(_overwrite, with_kwargs=True)
+            setattr(layer, _HOOKED, True)
+    previous = getattr(_ACTIVE, "by_layer", None)
+    _ACTIVE.by_layer = {layer: prompts[i] for i, layer in enumerate(layers)}
+    try:
+        yield
+    finally:
+        _ACTIVE.by_layer = previous
+
+
+def _start(encoder: nn.Module, length: int, init: str) -> torch.Tensor:
+    start = _layer_inputs(encoder, length)  # [N, L, H]
+    if init == "random":
+        start = torch.randn_like(start) * start.std(dim=(1, 2), keepdim=True)
+    return start
+
+
+@torch.no_grad()
+def _layer_inputs(encoder: nn.Module, length: int) -> torch.Tensor:
+    """Each layer's input at L random vocabulary tokens ([N, L, H]).
+
+    Starting there makes the untrained deep prompt act like a hard prompt of random words, at the
+    scale each layer expects (deeper layers' states are larger than word embeddings).
+    """
+    layers = encoder_layers(encoder)
+    seen: list[torch.Tensor] = []
+    handles = [
+        layer.register_forward_pre_hook(
+            lambda m, args, kwargs: seen.append((args[0] if args else kwargs["hidden_states"])[0].float()),
+            with_kwargs=True,
+        )
+        for layer in layers
+    ]
+    device = encoder.get_input_embeddings().weight.device
+    ids = vocab_token_ids(encoder.config.vocab_size, length).unsqueeze(0).to(device)
+    # Positions 1..L: where prompts sit in use (see base.py).
+    positions = torch.arange(1, length + 1, device=device).unsqueeze(0)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        encoder(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions)
+    finally:
+        encoder.train(was_training)
+        for h in handles:
+            h.remove()
+    return torch.stack(seen).cpu()

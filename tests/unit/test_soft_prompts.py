@@ -1,0 +1,366 @@
+"""Soft prompts of every kind in mixed-task batches, on the tiny in-process model.
+
+Per kind: rows read only their own task's prompt; padding and prompt positions do not leak into
+heads; a short frozen-backbone run trains only prompts and heads, and its bundle reloads into a
+model that predicts the same, with the prompts bit-exact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import promptmux.train.trainer as trainer_mod
+from helpers import single_thread, tiny_config, write_tasks  # noqa: F401  (fixture)
+from promptmux.config import config_from_dict
+from promptmux.data.collate import collate
+from promptmux.data.encode import encode_examples
+from promptmux.errors import BundleError
+from promptmux.model import MultiTaskModel, TaskInfo, build_model, load_backbone
+from promptmux.model.prompts import PROMPTS, SoftPrompt
+from promptmux.serve.bundle import load_bundle
+from promptmux.serve.predictor import Predictor
+from promptmux.tasks.spec import Example
+from promptmux.train.setup import build_optimizer
+from promptmux.train.trainer import train
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+KINDS = ["shallow", "deep", "shared", "generated"]
+L = 4
+
+# Two classification tasks with the same label count (so heads can be made identical), and a token
+# task (its word_starts must keep pointing at the real tokens).
+TASKS = [
+    TaskInfo("a", "classification", ["neg", "pos"], "mean", "accuracy"),
+    TaskInfo("b", "classification", ["neg", "pos"], "cls", "accuracy"),
+    TaskInfo("tok", "token", ["O", "B-PER", "B-LOC"], "mean", "entity_f1"),
+]
+EXAMPLES = {
+    "a": [Example("the movie was good"), Example("bad"), Example("a really very boring film with an actor")],
+    "b": [Example("the plot was fine and fun"), Example("worst")],
+    "tok": [Example(("john", "works", "in", "paris")), Example(("mary",))],
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_backbone: Path):
+    return load_backbone(str(tiny_backbone))[1]
+
+
+@pytest.fixture(scope="module")
+def encoded(tokenizer):
+    return {t.name: encode_examples(EXAMPLES[t.name], tokenizer, t.type, 32, t.n_labels) for t in TASKS}
+
+
+def make_model(tiny_backbone: Path, kind: str, seed: int = 0) -> MultiTaskModel:
+    torch.manual_seed(seed)
+    encoder = load_backbone(str(tiny_backbone))[0]
+    return build_model(encoder, TASKS, head_dropout=0.0, prompts={"kind": kind, "length": L, "rank": 2}).eval()
+
+
+def logits(model: MultiTaskModel, parts) -> dict[str, torch.Tensor]:
+    batch = collate(parts, pad_id=0)
+    with torch.no_grad():
+        return model(**batch.model_inputs())
+
+
+def everything(encoded, order=("a", "b", "tok")):
+    return [(t, encoded[t], np.arange(len(encoded[t]))) for t in order]
+
+
+@torch.no_grad()
+def perturb_task(prompt: SoftPrompt, task: str) -> None:
+    """Change every parameter that belongs to `task` alone (not the shared ones)."""
+    i = prompt.tasks.index(task)
+    if prompt.kind in ("shallow", "deep"):
+        prompt.prompts[task].add_(torch.randn_like(prompt.prompts[task]))
+    elif prompt.kind == "shared":
+        prompt.mpt.prefix_task_cols[i].add_(torch.randn_like(prompt.mpt.prefix_task_cols[i]))
+        prompt.mpt.prefix_task_rows[i].add_(torch.randn_like(prompt.mpt.prefix_task_rows[i]))
+    elif prompt.kind == "generated":
+        prompt.task_embeddings[task].add_(3 * torch.randn_like(prompt.task_embeddings[task]))
+    else:
+        raise AssertionError(f"no perturbation for {prompt.kind}")
+
+
+def test_every_kind_is_registered_and_tested() -> None:
+    assert PROMPTS.names() == sorted(KINDS)
+
+
+def test_kind_none_builds_no_prompt(tiny_backbone: Path) -> None:
+    encoder = load_backbone(str(tiny_backbone))[0]
+    assert build_model(encoder, TASKS, 0.0, {"kind": "none"}).prompt is None
+    assert build_model(encoder, TASKS, 0.0).prompt is None
+
+
+# --- mixed-task batches ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rows_read_only_their_own_task_prompt(tiny_backbone: Path, encoded, kind: str) -> None:
+    model = make_model(tiny_backbone, kind)
+    before = logits(model, everything(encoded))
+    perturb_task(model.prompt, "b")
+    after = logits(model, everything(encoded))
+    # Task b's rows see the change; every other row is untouched.
+    assert (after["b"] - before["b"]).abs().max() > 1e-4  # (float noise is ~1e-7)
+    torch.testing.assert_close(after["a"], before["a"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(after["tok"], before["tok"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_swapping_a_rows_task_swaps_its_prompt(tiny_backbone: Path, encoded, kind: str) -> None:
+    model = make_model(tiny_backbone, kind)
+    model.heads["b"].load_state_dict(model.heads["a"].state_dict())
+    model.heads["b"].pooling = "mean"  # heads a and b now differ only by their task's prompt
+    perturb_task(model.prompt, "b")  # (shared and generated tasks start close to one another)
+    rows = np.arange(len(encoded["a"]))
+    as_a = logits(model, [("a", encoded["a"], rows), ("tok", encoded["tok"], np.arange(2))])["a"]
+    as_b = logits(model, [("tok", encoded["tok"], np.arange(2)), ("b", encoded["a"], rows)])["b"]
+    assert (as_a - as_b).abs().max() > 1e-4
+    # And the prompt is the only difference: with b's prompt set to a's, the rows agree again.
+    with torch.no_grad():
+        p = model.prompt
+        if kind in ("shallow", "deep"):
+            p.prompts["b"].copy_(p.prompts["a"])
+        elif kind == "shared":
+            p.mpt.prefix_task_cols[1].copy_(p.mpt.prefix_task_cols[0])
+            p.mpt.prefix_task_rows[1].copy_(p.mpt.prefix_task_rows[0])
+        else:
+            p.task_embeddings["b"].copy_(p.task_embeddings["a"])
+    as_b = logits(model, [("b", encoded["a"], rows)])["b"]
+    torch.testing.assert_close(as_a, as_b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_padding_and_batch_company_do_not_change_a_row(tiny_backbone: Path, encoded, kind: str) -> None:
+    """Each row alone (no padding at all) gives what it gives padded inside a mixed batch."""
+    model = make_model(tiny_backbone, kind)
+    mixed = logits(model, everything(encoded, ("tok", "b", "a")))
+    for t in ("a", "b", "tok"):
+        for i in range(len(encoded[t])):
+            alone = logits(model, [(t, encoded[t], np.array([i]))])[t]
+            row = mixed[t][i : i + 1]
+            if t == "tok":  # a lone sentence pads to its own word count
+                row = row[:, : alone.shape[1]]
+            torch.testing.assert_close(row, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_heads_see_only_the_real_tokens(tiny_backbone: Path, encoded, kind: str) -> None:
+    model = make_model(tiny_backbone, kind)
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        model.heads[t].register_forward_hook(lambda m, args, out, t=t: seen.__setitem__(t, args[0]))
+        for t in model.heads
+    ]
+    full: list[torch.Tensor] = []
+    hooks.append(model.encoder.register_forward_hook(lambda m, args, out: full.append(out.last_hidden_state)))
+    batch = collate(everything(encoded), pad_id=0)
+    with torch.no_grad():
+        model(**batch.model_inputs())
+    for h in hooks:
+        h.remove()
+    n = batch.input_ids.shape[1]
+    (states,) = full
+    assert states.shape[1] == L + n  # the encoder ran over prompt + tokens ...
+    for t, sl in batch.rows.items():
+        assert seen[t].shape[1] == n  # ... and every head got the token positions only
+        torch.testing.assert_close(seen[t], states[sl, L:], atol=0, rtol=0)
+
+
+def test_prompts_change_the_encoder_output(tiny_backbone: Path, encoded) -> None:
+    """A model with a prompt differs from the same encoder without one (the prompt is read)."""
+    with_prompt = make_model(tiny_backbone, "shallow")
+    without = MultiTaskModel(with_prompt.encoder, with_prompt.heads)
+    a = logits(with_prompt, everything(encoded))["a"]
+    b = logits(without, everything(encoded))["a"]
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_deep_prompt_hooks_are_inert_outside_a_pass_and_kept_per_thread(tiny_backbone: Path, encoded) -> None:
+    """The server may run passes of one model in several threads: each must see its own prompts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = make_model(tiny_backbone, "deep")
+    batch = collate(everything(encoded), pad_id=0)
+    plain = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    jobs = [everything(encoded, order) for order in (("a", "b", "tok"), ("tok", "a"), ("b",), ("a",))] * 5
+    expected = [logits(model, parts) for parts in jobs]
+    # After passes with prompts, the bare encoder computes what it did before (hooks are no-ops).
+    again = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    torch.testing.assert_close(again, plain, atol=0, rtol=0)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda parts: logits(model, parts), jobs))
+    for e, g in zip(expected, got):
+        assert e.keys() == g.keys()
+        for t in e:
+            torch.testing.assert_close(g[t], e[t], atol=1e-5, rtol=1e-5)
+
+
+def test_generated_prompt_needs_only_a_new_embedding_for_a_new_task(tiny_backbone: Path) -> None:
+    model = make_model(tiny_backbone, "generated")
+    shared_before = {n: p.clone() for n, p in model.prompt.named_parameters() if "task_embeddings" not in n}
+    model.prompt.add_task("c")
+    names = [n for n, _ in model.prompt.named_parameters()]
+    assert [n for n in names if "task_embeddings" in n] == [f"task_embeddings.{t}" for t in ("a", "b", "tok", "c")]
+    assert {n: p for n, p in model.prompt.named_parameters() if "task_embeddings" not in n}.keys() == shared_before.keys()
+    ids = torch.tensor([3, 0])
+    out = model.prompt(ids)
+    assert out.shape == (2, L, 32) and not torch.allclose(out[0], out[1])
+
+
+# --- optimizer ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt_lr, expected", [(0.3, 0.3), (None, 0.01)])
+def test_prompts_get_their_own_rate_and_no_weight_decay(tiny_backbone: Path, tmp_path: Path, prompt_lr, expected) -> None:
+    tasks = write_tasks(tmp_path, ["sentiment"])
+    prompts = {"kind": "shallow", "length": L, **({"lr": prompt_lr} if prompt_lr else {})}
+    cfg = config_from_dict(
+        tiny_config(tiny_backbone, tasks, tmp_path / "run", model={"prompts": prompts}, train={"head_lr": 0.01, "weight_decay": 0.1}),
+        base_dir=tmp_path,
+    )
+    info = TaskInfo("sentiment", "classification", ["negative", "positive"], "mean", "accuracy")
+    model = build_model(load_backbone(str(tiny_backbone))[0], [info], 0.0, cfg.model.prompts)
+    groups = build_optimizer(cfg, model).param_groups
+    prompt_ids = {id(p) for p in model.prompt.parameters()}
+    placed = [(g["lr"], g["weight_decay"]) for g in groups for p in g["params"] if id(p) in prompt_ids]
+    assert len(placed) == len(prompt_ids) and set(placed) == {(expected, 0.0)}
+
+
+# --- a short frozen-backbone run per kind ---------------------------------------------------------
+
+
+class Run:
+    def __init__(self, kind: str, folder: Path, cfg, result, initial: dict[str, torch.Tensor], printed: str) -> None:
+        self.kind, self.folder, self.cfg, self.result, self.initial, self.printed = kind, folder, cfg, result, initial, printed
+        self.out = Path(cfg.output.dir)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def run(request, tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory, single_thread) -> Run:
+    kind = request.param
+    folder = tmp_path_factory.mktemp(f"prompt-{kind}")
+    tasks = write_tasks(folder, ["sentiment", "pair", "ner"], n_train=64, n_dev=16)
+    cfg = config_from_dict(
+        tiny_config(
+            tiny_backbone, tasks, folder / "run",
+            model={"freeze": {"strategy": "backbone"}, "prompts": {"kind": kind, "length": L, "rank": 2, "lr": 0.05}},
+            sampling={"mixed": True, "strategy": "uniform"},
+            train={"max_steps": 40, "eval_every": 20, "log_every": 10},
+        ),
+        base_dir=folder,
+    )
+    initial: dict[str, torch.Tensor] = {}
+    real_build = trainer_mod.build_model
+
+    def recording_build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        initial.update({k: v.clone() for k, v in model.state_dict().items()})
+        return model
+
+    printed: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer_mod, "build_model", recording_build)
+        mp.setattr(trainer_mod.RunLogger, "message", lambda self, text: printed.append(text))
+        result = train(cfg)
+    return Run(kind, folder, cfg, result, initial, "\n".join(printed))
+
+
+def dev_inputs(run: Run, task: str) -> list:
+    rows = [json.loads(line) for line in (run.folder / task / "dev.jsonl").read_text(encoding="utf-8").splitlines()]
+    if task == "pair":
+        return [(r["premise"], r["hypothesis"]) for r in rows]
+    if task == "ner":
+        return [r["tokens"] for r in rows]
+    return [r["text"] for r in rows]
+
+
+def test_frozen_backbone_trains_only_prompts_and_heads(run: Run) -> None:
+    state = run.result.model.state_dict()
+    encoder_keys = [k for k in state if k.startswith("encoder.")]
+    prompt_keys = [k for k in state if k.startswith("prompt.")]
+    assert encoder_keys and prompt_keys
+    for k in encoder_keys:
+        assert torch.equal(state[k], run.initial[k]), f"{k} changed under freeze.strategy=backbone"
+    assert any(not torch.equal(state[k], run.initial[k]) for k in prompt_keys), "the prompts did not train"
+    heads = [k for k in state if k.startswith("heads.")]
+    assert all(not torch.equal(state[k], run.initial[k]) for k in heads if k.endswith(".out.weight"))
+
+
+def test_trainable_count_and_share_are_printed(run: Run) -> None:
+    model = run.result.model
+    trainable = sum(p.numel() for p in model.prompt.parameters()) + sum(p.numel() for p in model.heads.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    m = re.search(r"trainable parameters: ([\d,]+) of ([\d,]+) \(([\d.]+)%\)", run.printed)
+    assert m, run.printed
+    assert int(m.group(1).replace(",", "")) == trainable and int(m.group(2).replace(",", "")) == total
+    assert float(m.group(3)) == pytest.approx(100 * trainable / total, abs=0.01)
+    n_prompt = sum(p.numel() for p in model.prompt.parameters())
+    assert f"soft prompts ({run.kind}): {n_prompt:,}" in run.printed
+
+
+def test_bundle_records_the_prompt_settings(run: Run) -> None:
+    meta = json.loads((run.out / "last" / "bundle.json").read_text(encoding="utf-8"))
+    assert meta["settings"]["prompts"] == {"kind": run.kind, "length": L, "rank": 2, "task_embedding_dim": 32, "generator_hidden": 256, "init": "vocab"}
+
+
+def test_prompts_survive_save_and_load_bit_exactly(run: Run) -> None:
+    saved = load_file(str(run.out / "last" / "model.safetensors"))
+    trained = {k: v for k, v in run.result.model.state_dict().items() if k.startswith("prompt.")}
+    assert trained and {k for k in saved if k.startswith("prompt.")} == set(trained)
+    model, _, _, _, _ = load_bundle(run.out / "last")
+    assert type(model.prompt) is type(run.result.model.prompt)
+    for k, v in trained.items():
+        assert torch.equal(saved[k], v) and torch.equal(model.state_dict()[k], v), k
+
+
+def test_loaded_bundle_predicts_like_the_trained_model_in_mixed_batches(run: Run) -> None:
+    loaded, tokenizer, tasks, _, _ = load_bundle(run.out / "last")
+    trained = run.result.model.eval()
+    parts = []
+    for info in tasks:
+        rows = [Example(*x) if isinstance(x, tuple) else Example(tuple(x) if isinstance(x, list) else x) for x in dev_inputs(run, info.name)]
+        enc = encode_examples(rows, tokenizer, info.type, 32, info.n_labels)
+        parts.append((info.name, enc, np.arange(len(enc))))
+    expected = logits(trained, parts)
+    got = logits(loaded, parts)
+    for t in expected:
+        torch.testing.assert_close(got[t], expected[t], atol=1e-6, rtol=1e-6)
+    # And through the user-facing Predictor, per task.
+    predictor = Predictor.from_pretrained(run.out / "last")
+    for t in ("sentiment", "pair", "ner"):
+        again = Predictor(trained, tokenizer, list(predictor.tasks.values()), predictor.settings)
+        assert predictor.predict(t, dev_inputs(run, t)) == again.predict(t, dev_inputs(run, t))
+
+
+def test_a_bundle_without_its_prompt_setting_is_refused(run: Run, tmp_path: Path) -> None:
+    """The setting matters: without it the prompt weights in model.safetensors have no module."""
+    copy_dir = tmp_path / "bundle"
+    shutil.copytree(run.out / "last", copy_dir)
+    meta = json.loads((copy_dir / "bundle.json").read_text(encoding="utf-8"))
+    del meta["settings"]["prompts"]
+    (copy_dir / "bundle.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(BundleError, match="unexpected"):
+        load_bundle(copy_dir)
+
+
+def test_old_bundles_without_prompts_still_load(run: Run, tmp_path: Path) -> None:
+    """A bundle written before soft prompts existed (no `prompts` setting, no prompt weights)."""
+    from promptmux.serve.bundle import write_bundle
+
+    model, tokenizer, tasks, settings, _ = load_bundle(run.out / "last")
+    plain = MultiTaskModel(model.encoder, model.heads)
+    write_bundle(tmp_path / "old", plain, tokenizer, tasks, {k: v for k, v in settings.items() if k != "prompts"})
+    loaded, _, _, settings, _ = load_bundle(tmp_path / "old")
+    assert loaded.prompt is None and "prompts" not in settings
