@@ -54,7 +54,7 @@ def train(
 
     cfg = load_config(config, overrides or [])
     result = run(cfg, resume=resume)
-    _print_result(result)
+    _print_result(result, {t: cfg.main_metric(t) for t in cfg.tasks})
 
 
 @app.command("eval")
@@ -192,7 +192,7 @@ def demo(
         extra = list(overrides or []) + ([f"output.dir={out}"] if out else [])
         cfg = load_config(config, extra)
     result = run(cfg)
-    _print_result(result)
+    _print_result(result, {t: cfg.main_metric(t) for t in cfg.tasks})
     test = evaluate_bundle(result.out_dir, "test")
     typer.echo("\nHeld-out test split (best bundle):")
     typer.echo(test["table"])
@@ -209,12 +209,12 @@ def demo(
     typer.echo(f"\nbundle: {result.out_dir / 'best'}   try: promptmux predict {result.out_dir} --task topic \"...\"")
 
 
-def _print_result(result) -> None:
+def _print_result(result, main: dict[str, str]) -> None:
     from promptmux.eval.metrics import format_table
 
     typer.echo(f"\n{result.stopped} after {result.steps} steps; best aggregate {result.best_score:.2f} at step {result.best_step}" if result.best_score is not None else f"\n{result.stopped} after {result.steps} steps")
     if result.best_metrics:
-        typer.echo(format_table(result.best_metrics))
+        typer.echo(format_table(result.best_metrics, {t: m for t, m in main.items() if t in result.best_metrics}))
     typer.echo(f"run folder: {result.out_dir}")
 
 
