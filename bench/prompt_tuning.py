@@ -55,22 +55,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default="sst2,mrpc,rte", help="tasks of configs/glue5.yaml (comma separated)")
     p.add_argument("--methods", default="full,shallow,deep,generated")
-    p.add_argument("--steps", type=int, default=600, help="optimizer steps per method")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=360, help="optimizer steps per method")
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--train-cap", type=int, default=4000, help="training rows kept per task (seeded sample)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--length", type=int, default=20, help="prompt length L")
     p.add_argument("--init", default="vocab", choices=["vocab", "random"])
     p.add_argument("--full-lr", type=float, default=1e-4, help="encoder rate for full fine-tuning")
     p.add_argument(
-        "--prompt-lr", default="3e-2",
+        "--prompt-lr", default="shallow=1e-1,deep=3e-2,generated=3e-3,shared=1e-1",
         help="model.prompts.lr for the prompt methods: one rate, or per method (shallow=3e-2,deep=1e-2)",
     )
-    p.add_argument("--head-lr", type=float, default=3e-3, help="train.head_lr for every method")
+    p.add_argument("--head-lr", default="full=1e-3,shallow=1e-2", help="train.head_lr: one rate, or per method as --prompt-lr")
     p.add_argument("--warmup", type=float, default=0.06)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (one: fastest when other jobs share the cores)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override for every method")
+    p.add_argument(
+        "--positions", default="keep", choices=["keep", "shift"],
+        help="ablation: real tokens keep positions 0..n-1 (promptmux), or shift behind the prompt as peft does",
+    )
     p.add_argument("--tag", default="", help="suffix for the result files (prompt_tuning<-tag>.json/.md)")
     return p.parse_args(argv)
 
@@ -89,14 +93,14 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
         "model.max_length": args.max_length,
         "model.prompts.length": args.length,
         "model.prompts.init": args.init,
-        "model.prompts.lr": prompt_lr(args.prompt_lr, method),
+        "model.prompts.lr": per_method(args.prompt_lr, method),
         "sampling.mixed": True,
         "sampling.strategy": "uniform",
         "train.max_steps": args.steps,
         "train.epochs": None,
         "train.batch_size": args.batch_size,
         "train.lr": args.full_lr,
-        "train.head_lr": args.head_lr,
+        "train.head_lr": per_method(args.head_lr, method),
         "train.warmup_ratio": args.warmup,
         "train.eval_every": args.steps,  # one evaluation, after the last step
         "train.log_every": max(1, args.steps // 10),
@@ -111,12 +115,27 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
     return config_from_dict(raw, items, base_dir=GLUE5.parent)
 
 
-def prompt_lr(spec: str, method: str) -> float:
-    """`3e-2` for every method, or `shallow=3e-2,deep=1e-2` (methods not named: the first rate)."""
+def per_method(spec: str, method: str) -> float:
+    """`3e-2` for every method, or `full=1e-3,shallow=1e-2`: methods not named take the last rate."""
     if "=" not in spec:
         return float(spec)
     rates = {k.strip(): float(v) for k, v in (item.split("=") for item in spec.split(","))}
-    return rates.get(method, next(iter(rates.values())))
+    return rates.get(method, list(rates.values())[-1])
+
+
+def shift_positions() -> None:
+    """Ablation: [CLS] at 0, prompts at 1..L, real tokens from L+1 on (peft's layout)."""
+    import torch
+
+    from promptmux.model.prompts.base import SoftPrompt
+
+    def position_ids(self, n, device):
+        L = self.length
+        real = torch.arange(n, device=device)
+        real = torch.where(real > 0, real + L, real)
+        return torch.cat([torch.arange(1, L + 1, device=device), real]).unsqueeze(0)
+
+    SoftPrompt.position_ids = position_ids
 
 
 def majority_scores(cfg) -> dict[str, dict[str, float]]:
@@ -253,11 +272,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.positions == "shift":
+        shift_positions()
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
-    command = "python bench/prompt_tuning.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = " ".join(["python bench/prompt_tuning.py", *(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))])
     env = environment()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="prompt-bench-") as tmp:
