@@ -414,3 +414,14 @@ def test_bad_config_fails_on_its_key_before_the_backbone(tmp_path: Path, monkeyp
     result = CliRunner().invoke(app, ["train", str(path), "train.lr=-1"])
     assert result.exit_code != 0
     assert isinstance(result.exception, ConfigError) and "train.lr" in str(result.exception)
+
+
+def test_null_task_override_drops_the_task():
+    raw = {"tasks": {
+        "a": {"type": "classification", "data": {"train": "a.csv"}},
+        "b": {"type": "regression", "data": {"train": "b.csv"}},
+    }}
+    cfg = config_from_dict(raw, ["tasks.b=null"])
+    assert list(cfg.tasks) == ["a"]
+    with pytest.raises(ConfigError, match="at least one task"):
+        config_from_dict(raw, ["tasks.a=null", "tasks.b=null"])

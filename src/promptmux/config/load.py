@@ -54,6 +54,9 @@ def config_from_dict(
     data = _expand_env(deepcopy(dict(raw)), "")
     for item in overrides:
         apply_override(data, item)
+    if isinstance(data.get("tasks"), dict):
+        # `tasks.cola=null` drops a task: handy to train a subset of a shipped config.
+        data["tasks"] = {name: task for name, task in data["tasks"].items() if task is not None}
     data_root = data.pop("data_root", None)
     root = Path(base_dir)
     if data_root is not None:
