@@ -25,9 +25,7 @@ import contextlib
 import io
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from benchenv import environment
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -194,27 +193,6 @@ def gains(results: dict[str, Any], majority: dict[str, dict[str, float]], metric
         r["gain"] = per_task
         valid = [g for g in per_task.values() if g is not None]
         r["gain_mean"] = sum(valid) / len(valid) if valid else None
-
-
-def environment() -> dict[str, Any]:
-    import peft
-    import torch
-    import transformers
-
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout.strip())
-    except OSError:
-        rev, dirty = "unknown", None
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    return {
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "peft": peft.__version__, "git": rev, "git_dirty": dirty, "cpu": cpu, "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
 
 
 def markdown(report: dict[str, Any]) -> str:

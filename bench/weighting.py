@@ -27,10 +27,8 @@ import contextlib
 import io
 import json
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from benchenv import environment
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -163,27 +162,6 @@ def compare(summary: dict[str, Any], reference: str) -> None:
             b = ref["tasks"][key] if key != "aggregate" else ref["aggregate"]
             margin = 2 * max(a["std"], b["std"])
             s["better_than_equal"][key] = bool(a["mean"] - b["mean"] > margin) if margin > 0 else None
-
-
-def environment() -> dict[str, Any]:
-    import torch
-    import transformers
-
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout.strip())
-    except OSError:
-        rev, dirty = "unknown", None
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "git": rev, "git_dirty": dirty, "cpu": cpu, "gpu": gpu, "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
 
 
 def markdown(report: dict[str, Any]) -> str:
