@@ -40,3 +40,14 @@ def environment() -> dict[str, Any]:
         date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     )
     return info
+
+
+def describe(env: dict[str, Any]) -> str:
+    """One markdown line naming the machine, its load, the versions and the commit."""
+    load = ", ".join(f"{x:.1f}" for x in env["load_average_at_start"])
+    versions = ", ".join(f"{m} {env[m]}" for m in ("transformers", "accelerate", "peft") if m in env)
+    dirty = " (uncommitted changes)" if env.get("git_dirty") else ""
+    return (
+        f"Machine: {env['gpu'] or env['cpu']}, {env['cores']} cores (load average at start {load}), "
+        f"torch {env['torch']} ({env['torch_threads']} threads), {versions}, git {env['git']}{dirty}, {env['date']}."
+    )

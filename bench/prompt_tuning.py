@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchenv import environment
+from benchenv import describe, environment
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -230,10 +230,7 @@ def markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines += [
         "",
-        f"Machine: {env['cpu']}, {env['cores']} cores (shared with other jobs; load average at start "
-        f"{', '.join(f'{x:.1f}' for x in env['load_average_at_start'])}), torch {env['torch']} "
-        f"({env['torch_threads']} threads), transformers {env['transformers']}, peft {env['peft']}, git {env['git']}"
-        f"{' (uncommitted changes)' if env['git_dirty'] else ''}, {env['date']}.",
+        describe(env),
         "",
         "Settings: " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()),
     ]

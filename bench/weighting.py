@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchenv import environment
+from benchenv import describe, environment
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -194,9 +194,7 @@ def markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines += [
         "",
-        f"Machine: {env['gpu'] or env['cpu']}, {env['cores']} cores (load average at start "
-        f"{', '.join(f'{x:.1f}' for x in env['load_average_at_start'])}), torch {env['torch']} ({env['torch_threads']} threads), "
-        f"transformers {env['transformers']}, git {env['git']}{' (uncommitted changes)' if env['git_dirty'] else ''}, {env['date']}.",
+        describe(env),
         "",
         "Settings: " + ", ".join(f"{k}={v}" for k, v in st.items()),
     ]
