@@ -21,10 +21,6 @@ Usage (from the repository root; data under ../shared/data or $PROMPTMUX_DATA):
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
-import os
 import shlex
 import sys
 import tempfile
@@ -33,12 +29,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-from benchenv import describe, environment
+from common import RESULTS, describe, environment, glue_config, setup, timed_train, write_report
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
-GLUE5 = REPO / "configs" / "glue5.yaml"
 
 FROZEN = {"model.freeze.strategy": "backbone"}
 METHODS: dict[str, dict[str, Any]] = {
@@ -79,14 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace, method: str, out: Path):
-    from promptmux.config import config_from_dict
-
-    raw = yaml.safe_load(GLUE5.read_text(encoding="utf-8"))
-    tasks = args.tasks.split(",")
-    unknown = sorted(set(tasks) - set(raw["tasks"]))
-    if unknown:
-        raise SystemExit(f"--tasks: {unknown} not in {GLUE5.name} ({', '.join(raw['tasks'])})")
-    raw["tasks"] = {t: raw["tasks"][t] for t in tasks}
     overrides = {
         "seed": args.seed,
         "model.max_length": args.max_length,
@@ -107,11 +91,10 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
         "train.precision": "bf16",
         "output.dir": str(out),
         "output.tensorboard": False,
-        **{f"tasks.{t}.data.max_examples.train": args.train_cap for t in tasks},
+        **{f"tasks.{t}.data.max_examples.train": args.train_cap for t in args.tasks.split(",")},
         **METHODS[method],
     }
-    items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + list(args.set)
-    return config_from_dict(raw, items, base_dir=GLUE5.parent)
+    return glue_config(args.tasks, overrides, args.set)
 
 
 def per_method(spec: str, method: str) -> float:
@@ -153,17 +136,10 @@ def majority_scores(cfg) -> dict[str, dict[str, float]]:
 
 def run_method(args: argparse.Namespace, method: str, root: Path) -> dict[str, Any]:
     from promptmux.model.backbone import count_parameters
-    from promptmux.train.trainer import train
 
-    cfg = build_config(args, method, root / method)
-    log = io.StringIO()
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(log):
-        result = train(cfg)
-    wall = time.perf_counter() - t0
+    result, wall, events, log = timed_train(build_config(args, method, root / method))
     trainable, total = count_parameters(result.model)
     prompt = result.model.prompt
-    events = [json.loads(line) for line in (root / method / "metrics.jsonl").read_text().splitlines()]
     train_events = [e for e in events if e["event"] == "train"]
     return {
         "metrics": result.last_metrics,
@@ -175,7 +151,7 @@ def run_method(args: argparse.Namespace, method: str, root: Path) -> dict[str, A
         "tokens_per_s": float(sum(e["tokens_per_s"] for e in train_events) / max(1, len(train_events))),
         "loss_first": train_events[0]["loss"] if train_events else None,
         "loss_last": train_events[-1]["loss"] if train_events else None,
-        "log": log.getvalue().strip().splitlines()[:1],
+        "log": log.strip().splitlines()[:1],
     }
 
 
@@ -241,12 +217,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup(args.threads)
     if args.positions == "shift":
         shift_positions()
     methods = args.methods.split(",")
@@ -275,11 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": results,
         "environment": env,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "prompt_tuning" + (f"-{args.tag}" if args.tag else "")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (RESULTS / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
-    print(markdown(report))
+    write_report(RESULTS, "prompt_tuning" + (f"-{args.tag}" if args.tag else ""), report, markdown(report))
     return report
 
 

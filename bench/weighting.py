@@ -23,10 +23,6 @@ Strategy options can be given per method as `name:key=value;key=value`, e.g.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
-import os
 import shlex
 import statistics
 import sys
@@ -36,11 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchenv import describe, environment
+from common import RESULTS, describe, environment, glue_config, setup, timed_train, write_report
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
-GLUE5 = REPO / "configs" / "glue5.yaml"
 DEFAULT_METHODS = "equal,uncertainty,dwa,famo,pcgrad,cagrad"
 
 
@@ -76,15 +69,6 @@ def parse_method(spec: str) -> tuple[str, str, dict[str, Any]]:
 
 
 def build_config(args: argparse.Namespace, strategy: str, options: dict[str, Any], seed: int, out: Path):
-    from promptmux.config import config_from_dict
-
-    raw = yaml.safe_load(GLUE5.read_text(encoding="utf-8"))
-    tasks = args.tasks.split(",")
-    unknown = sorted(set(tasks) - set(raw["tasks"]))
-    if unknown:
-        raise SystemExit(f"--tasks: {unknown} not in {GLUE5.name} ({', '.join(raw['tasks'])})")
-    raw["tasks"] = {t: raw["tasks"][t] for t in tasks}
-    raw["weighting"] = {"strategy": strategy, "options": options}
     overrides = {
         "seed": seed,
         "model.max_length": args.max_length,
@@ -103,25 +87,17 @@ def build_config(args: argparse.Namespace, strategy: str, options: dict[str, Any
         "output.dir": str(out),
         "output.tensorboard": False,
     }
-    if args.train_cap:
-        overrides.update({f"tasks.{t}.data.max_examples.train": args.train_cap for t in tasks})
-    if args.dev_cap:
-        overrides.update({f"tasks.{t}.data.max_examples.dev": args.dev_cap for t in tasks})
-    items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + list(args.set)
-    return config_from_dict(raw, items, base_dir=GLUE5.parent)
+    for split, cap in (("train", args.train_cap), ("dev", args.dev_cap)):
+        if cap:
+            overrides.update({f"tasks.{t}.data.max_examples.{split}": cap for t in args.tasks.split(",")})
+    return glue_config(args.tasks, overrides, args.set, {"weighting": {"strategy": strategy, "options": options}})
 
 
 def run_one(args: argparse.Namespace, strategy: str, options: dict[str, Any], seed: int, out: Path) -> dict[str, Any]:
     from promptmux.eval.metrics import aggregate_score
-    from promptmux.train.trainer import train
 
     cfg = build_config(args, strategy, options, seed, out)
-    log = io.StringIO()
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(log):
-        result = train(cfg)
-    wall = time.perf_counter() - t0
-    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    result, wall, events, _ = timed_train(cfg)
     train_events = [e for e in events if e["event"] == "train"]
     weights = [e["weights"] for e in events if e["event"] == "weights"]
     # Seconds per step between the first and the last train event: the loop only, no evaluation.
@@ -203,14 +179,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-
+    setup(args.threads)
     from promptmux.weighting import WEIGHTINGS
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     methods = [parse_method(m) for m in args.methods.split(",")]
     unknown = sorted({name for _, name, _ in methods} - set(WEIGHTINGS.names()))
     if unknown:
@@ -242,12 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs": runs,
         "environment": env,
     }
-    out = Path(args.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "weighting" + (f"-{args.tag}" if args.tag else "")
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (out / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
-    print(markdown(report))
+    write_report(Path(args.results_dir), "weighting" + (f"-{args.tag}" if args.tag else ""), report, markdown(report))
     return report
 
 
