@@ -6,11 +6,13 @@ handful of arrays (fast to cache, cheap to slice) instead of 67k Python lists.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +138,23 @@ def _flatten(rows: list[list[int]], dtype=np.int32) -> tuple[np.ndarray, np.ndar
 def _cache_key(examples: list[Example], tokenizer, task_type: str, max_length: int, n_labels: int) -> str:
     h = hashlib.sha1()
     h.update(f"v{CACHE_VERSION}|{task_type}|{max_length}|{n_labels}|{type(tokenizer).__name__}".encode())
+    h.update(_tokenizer_digest(tokenizer))
+    for ex in examples:
+        h.update(repr((ex.text, ex.text_b, ex.label)).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+# Serialising a fast tokenizer's rules costs ~0.1 s; a run encodes every task split with the same
+# tokenizer, so its digest is computed once per tokenizer object.
+_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tokenizer_digest(tokenizer) -> bytes:
+    try:
+        return _DIGESTS[tokenizer]
+    except (KeyError, TypeError):
+        pass
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         # Each call of a fast tokenizer leaves its truncation/padding settings in the backend; they
@@ -147,11 +166,10 @@ def _cache_key(examples: list[Example], tokenizer, task_type: str, max_length: i
         ident = json.dumps(spec)
     else:
         ident = repr(sorted(tokenizer.get_vocab().items()))
-    h.update(hashlib.sha1(ident.encode()).digest())
-    for ex in examples:
-        h.update(repr((ex.text, ex.text_b, ex.label)).encode())
-        h.update(b"\x00")
-    return h.hexdigest()
+    digest = hashlib.sha1(ident.encode()).digest()
+    with contextlib.suppress(TypeError):  # objects that take no weak reference are simply not memoised
+        _DIGESTS[tokenizer] = digest
+    return digest
 
 
 def _save(path: Path, enc: Encoded) -> None:
