@@ -202,8 +202,9 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
                         acc.backward(loss / cfg.train.grad_accum)
                 state["tokens"] += batch.n_tokens * world
                 for t, v in losses.items():
-                    running[t] = v.item() if t not in running else 0.9 * running[t] + 0.1 * v.item()
-                    window.setdefault(t, []).append(v.item())
+                    value = v.item()
+                    running[t] = value if t not in running else 0.9 * running[t] + 0.1 * value
+                    window.setdefault(t, []).append(value)
             if task_grads is not None:
                 weights = step_weights = task_grads.apply(step)
             _average_weighting_grads(acc, weighting)
@@ -228,12 +229,6 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
                 window.clear()
                 t0, tokens0 = time.perf_counter(), state["tokens"]
 
-            if stop.requested and not (step % cfg.train.eval_every == 0 or step == steps):
-                # A preempted job has seconds to exit: save the state, skip the evaluation.
-                save_last()
-                stopped = "sigterm"
-                logger.message(f"SIGTERM: checkpoint saved at step {step}; continue with --resume")
-                break
             if step % cfg.train.eval_every == 0 or step == steps:
                 last_metrics, improved = _evaluate(cfg, acc, raw_model, data, pad_id, state, logger)
                 sampler.observe({t: m[cfg.main_metric(t)] for t, m in last_metrics.items()})
@@ -249,10 +244,12 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
                     stopped = "early_stopping"
                     logger.message(f"early stopping at step {step}: no improvement in {patience} evaluations")
                     break
-                if stop.requested:
-                    stopped = "sigterm"
-                    logger.message(f"SIGTERM: checkpoint saved at step {step}; continue with --resume")
-                    break
+            elif stop.requested:
+                save_last()  # a preempted job has seconds to exit: save the state, skip the evaluation
+            if stop.requested:
+                stopped = "sigterm"
+                logger.message(f"SIGTERM: checkpoint saved at step {step}; continue with --resume")
+                break
     if acc.is_main_process:
         import json
 
