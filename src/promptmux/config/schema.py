@@ -79,6 +79,17 @@ class FieldsConfig(Strict):
     label: str = "label"
 
 
+class PromptRuleConfig(Strict):
+    """Use `template` for the examples that satisfy every condition in `when`.
+
+    Conditions (all optional): `min_words` / `max_words` (length of `text` in words), `question`
+    (true: `text` asks a question), `field` + `equals` / `in` (a metadata field of the row).
+    """
+
+    when: dict[str, Any] = Field(default_factory=dict)
+    template: str
+
+
 class PromptConfig(Strict):
     """The task's hard prompt: a text template wrapped around each input.
 
@@ -88,6 +99,17 @@ class PromptConfig(Strict):
     """
 
     template: str | None = None
+    # Rules pick the template per example from its fields: the first rule whose `when` holds wins,
+    # `template` is the fallback (see promptmux.prompts.rules).
+    rules: list[PromptRuleConfig] = Field(default_factory=list)
+    # Candidate templates for prompt search, ensembles and adaptive re-selection.
+    pool: list[str] = Field(default_factory=list)
+    # Inference: average predictions over this many prompts (`template` first, then the pool).
+    ensemble: int = Field(1, ge=1)
+    # Training: re-score `template` + `pool` on dev every `adaptive_every` evaluations and switch the
+    # task to its best prompt (logged in metrics.jsonl).
+    adaptive: bool = False
+    adaptive_every: int = Field(1, ge=1)
 
 
 class TaskConfig(Strict):

@@ -48,6 +48,37 @@ class TrainResult:
     model: MultiTaskModel = field(repr=False)
 
 
+@dataclass
+class StepContext:
+    """What a callback sees after each optimizer step (read it; change nothing it does not own).
+
+    `model` is the unwrapped model in train mode with zeroed gradients; a callback that runs its
+    own forward passes (analysis probes) must leave parameters, gradients and the training RNG as
+    it found them, so that a run with callbacks trains exactly like one without.
+    """
+
+    step: int
+    total_steps: int
+    cfg: Config
+    model: MultiTaskModel
+    data: PreparedData
+    pad_id: int
+    accelerator: Any
+    optimizer: Any
+    scheduler: Any
+    logger: RunLogger
+
+
+class Callback:
+    """Hooks into the training loop; override what you need (every method is optional)."""
+
+    def on_step_end(self, ctx: StepContext) -> None:
+        """After the optimizer step (and logging), before evaluation and checkpoints."""
+
+    def on_train_end(self, ctx: StepContext) -> None:
+        """Once, after the last step, on every process."""
+
+
 class _Stop:
     """SIGTERM sets a flag; the loop saves a checkpoint after the current step and exits."""
 
@@ -68,8 +99,12 @@ class _Stop:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def train(cfg: Config, resume: bool = False) -> TrainResult:
-    """Train the multi-task model described by `cfg`; returns the result and the trained model."""
+def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | list[Callback] = ()) -> TrainResult:
+    """Train the multi-task model described by `cfg`; returns the result and the trained model.
+
+    `callbacks` observe the run after every optimizer step (see `Callback`), e.g. task-affinity
+    analysis; they are not part of the config and not saved in checkpoints.
+    """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
@@ -217,6 +252,10 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
             optimizer.zero_grad(set_to_none=True)
             state["step"] = step = step + 1
             logger.progress(step, running, cfg.train.log_every)
+            if callbacks:
+                ctx = StepContext(step, steps, cfg, raw_model, data, pad_id, acc, optimizer, scheduler, logger)
+                for cb in callbacks:
+                    cb.on_step_end(ctx)
 
             if step % cfg.train.log_every == 0 or step == steps:
                 elapsed = time.perf_counter() - t0
@@ -250,6 +289,10 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
                 stopped = "sigterm"
                 logger.message(f"SIGTERM: checkpoint saved at step {step}; continue with --resume")
                 break
+    if callbacks:
+        ctx = StepContext(state["step"], steps, cfg, raw_model, data, pad_id, acc, optimizer, scheduler, logger)
+        for cb in callbacks:
+            cb.on_train_end(ctx)
     if acc.is_main_process:
         import json
 
