@@ -1,4 +1,4 @@
-"""The `promptmux` command line: train, eval, predict, serve, demo, tasks."""
+"""The `promptmux` command line: train, eval, predict, serve, demo, tasks, analyze, prompts, export."""
 
 from __future__ import annotations
 
@@ -175,6 +175,102 @@ def tasks(
     for t in meta["tasks"]:
         labels = f"  labels: {', '.join(t['labels'])}" if t["labels"] else ""
         typer.echo(f"{t['name']:<16} {t['type']:<15} metric: {t['metric']}{labels}")
+
+
+@app.command()
+def export(
+    bundle: Annotated[Path, typer.Argument(help="A run folder (uses its best/ bundle) or a bundle folder.")],
+    out: Annotated[Path, typer.Argument(help="Folder for the exported bundle (must be new or empty).")],
+    merge_lora: Annotated[bool, typer.Option("--merge-lora", help="Fold the LoRA adapters into the encoder's weights (a plain model: no LoRA work at serving time).")] = False,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Keep only this task. Per-task LoRA: the task whose adapter is folded in (default: one bundle per task in OUT/<task>/).")] = None,
+) -> None:
+    """Write a serving copy of a bundle; --merge-lora folds LoRA into the weights."""
+    from promptmux.serve.export import export_merged
+
+    if not merge_lora:
+        raise PromptmuxError("export: nothing to do; pass --merge-lora (fold LoRA adapters into the weights)")
+    for path in export_merged(bundle, out, task):
+        typer.echo(f"wrote {path}")
+
+
+prompts_app = typer.Typer(no_args_is_help=True, help="Hard prompts: search and compare templates.")
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("search")
+def prompts_search(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    overrides: Overrides = None,
+    task: Annotated[str, typer.Option("--task", "-t", help="The task to search a prompt for.")] = ...,
+    out: Annotated[Optional[Path], typer.Option(help="Config copy with the chosen prompt (default: CONFIG's folder, <stem>.<task>-prompt.yaml).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    train_rows: Annotated[int, typer.Option(help="Train rows to fit each candidate's linear probe on.")] = 2000,
+    select_rows: Annotated[int, typer.Option(help="Train rows held out to choose on (at most a third of train).")] = 1000,
+    max_candidates: Annotated[int, typer.Option(help="Most candidate templates to score.")] = 12,
+    report: Annotated[Optional[Path], typer.Option(help="Folder for prompt_search_<task>.json and .md.")] = None,
+) -> None:
+    """Score candidate templates for TASK (current, pool, keyword-built, generic) with a frozen-encoder
+    linear probe, choose the best on a selection split carved from train, and write a config copy
+    with it as tasks.TASK.prompt.template (the others in prompt.pool). Dev is reported, never used to choose."""
+    from promptmux.config import load_config
+    from promptmux.prompts import search_output as so
+    from promptmux.prompts.search import check_task, search_prompts
+
+    cfg = load_config(config, overrides or [])
+    check_task(cfg, task)
+    target = out if out is not None else so.default_out(config, task)
+    so.check_out(config, target, overwrite)
+    result = search_prompts(cfg, task, train_rows, select_rows, max_candidates, progress=lambda line: typer.echo(line, err=True))
+    typer.echo(so.format_table(result))
+    typer.echo(so.summary_line(result))
+    so.write_search_config(config, overrides or [], cfg, result, target)
+    typer.echo(f"config with the chosen prompt: {target}")
+    if report is not None:
+        import shlex
+
+        argv = [str(config), *(overrides or []), "--task", task, "--out", str(target), "--train-rows", str(train_rows),
+                "--select-rows", str(select_rows), "--max-candidates", str(max_candidates)]
+        paths = so.write_report(report, result, "promptmux prompts search " + shlex.join(argv))
+        typer.echo(f"report: {', '.join(map(str, paths))}")
+
+
+@app.command()
+def analyze(
+    config: Annotated[Path, typer.Argument(help="YAML config file with at least two tasks.")],
+    overrides: Overrides = None,
+    every: Annotated[int, typer.Option(help="Measure after every N optimizer steps.")] = 20,
+    probe_size: Annotated[int, typer.Option(help="Training rows per task in each probe batch.")] = 32,
+    out: Annotated[Path, typer.Option(help="Folder for affinity.json, affinity.md and the heatmaps.")] = Path("analysis"),
+    single_task_baselines: Annotated[bool, typer.Option("--single-task-baselines", help="Also train each task alone (same budget) and report multi − single per task.")] = False,
+) -> None:
+    """Train CONFIG while recording task relationships: gradient cosine and lookahead task affinity
+    (Fifty et al. 2021) on the shared parameters; writes heatmaps, tables and suggested task groups."""
+    from promptmux.analysis.run import run_analysis
+
+    payload = run_analysis(config, overrides or [], every, probe_size, out, single_task_baselines)
+    if payload:
+        rec = payload["groups"]["recommended"]
+        typer.echo(f"suggested groups ({payload['groups']['basis']}): "
+                   + " ".join("{" + ", ".join(g) + "}" for g in rec["groups"]))
+        typer.echo(f"report: {out / 'affinity.md'}")
+
+
+@app.command("add-task")
+def add_task(
+    bundle: Annotated[Path, typer.Argument(help="The frozen bundle (or run folder) to extend; never modified.")],
+    new_task: Annotated[Path, typer.Argument(help="New-task YAML: one task under tasks:, optional train: and add_task:.")],
+    overrides: Overrides = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the new bundle (old tasks + the new one).")] = ...,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    meta_config: Annotated[Optional[Path], typer.Option("--meta-config", help="Config whose tasks: point at the old tasks' data (default: the paths in the bundle's config.yaml).")] = None,
+) -> None:
+    """Learn a new task on a frozen bundle (new head + soft prompt or LoRA adapter only); old
+    tasks' outputs stay bit-identical. Prints old-task scores before/after and the new task's."""
+    from promptmux.train.add_task import add_task as run
+    from promptmux.train.add_task import format_summary
+
+    result = run(bundle, new_task, out, overrides or [], overwrite=overwrite, meta_config=meta_config)
+    typer.echo(format_summary(result))
 
 
 @app.command()

@@ -138,15 +138,15 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"{key}.label_separator: only multilabel tasks split labels")
         if task.fields.text_b is not None and task.type == "token":
             raise ConfigError(f"{key}.fields.text_b: token tasks take one word sequence")
-        if task.prompt.template is not None:
-            from promptmux.prompts.templates import check_template
+        from promptmux.prompts.checks import check_prompt_config
 
-            problem = check_template(task.prompt.template, task.type, task.fields.text_b is not None)
-            if problem:
-                raise ConfigError(f"{key}.prompt.template: {problem}")
+        bad_prompt = check_prompt_config(task.prompt, task.type, task.fields.text_b is not None)
+        if bad_prompt:  # template, rules, pool, ensemble, adaptive
+            raise ConfigError(f"{key}.prompt.{bad_prompt[0]}: {bad_prompt[1]}")
     fr = cfg.model.freeze
     if fr.strategy in ("bottom_k", "top_k") and fr.k < 1:
         raise ConfigError(f"model.freeze.k: strategy {fr.strategy} needs k >= 1")
+    _check_lora(cfg)
     if cfg.train.max_steps is not None and cfg.train.epochs is not None:
         raise ConfigError("train: give train.max_steps or train.epochs, not both (clear one with an override such as train.epochs=null)")
     if cfg.sampling.strategy not in SAMPLERS:
@@ -165,6 +165,66 @@ def check_config(cfg: Config) -> None:
             f"weighting.strategy: {cfg.weighting.strategy} combines the gradients of several tasks in a step; "
             f"set sampling.mixed=true (rows of several tasks in each batch), or train.grad_accum >= 2 "
             f"(each step sums several single-task batches)"
+        )
+    _check_adversarial(cfg, weighting.needs_task_grads)
+    _check_distill(cfg)
+
+
+def _unknown_tasks(cfg: Config, key: str, names: Iterable[str]) -> None:
+    unknown = [n for n in names if n not in cfg.tasks]
+    if unknown:
+        raise ConfigError(f"{key}: unknown task(s) {unknown}; tasks are {list(cfg.tasks)}")
+
+
+def _check_adversarial(cfg: Config, task_grads: bool) -> None:
+    adv = cfg.train.adversarial
+    if adv.method == "none":
+        return
+    if adv.tasks is not None:
+        if not adv.tasks:
+            raise ConfigError("train.adversarial.tasks: give at least one task, or null for all tasks")
+        _unknown_tasks(cfg, "train.adversarial.tasks", adv.tasks)
+    if task_grads:
+        # Those strategies take per-task gradients with autograd.grad and no backward pass, so
+        # there is no gradient at the embedding output to build the perturbation from.
+        raise ConfigError(
+            f"train.adversarial.method: {adv.method} cannot be combined with weighting.strategy: "
+            f"{cfg.weighting.strategy}, which combines per-task gradients; use a loss-based weighting "
+            f"or train.adversarial.method=none"
+        )
+
+
+def _check_distill(cfg: Config) -> None:
+    d = cfg.distill
+    if d is None:
+        return
+    if (d.teacher is None) == (d.teachers is None):
+        raise ConfigError("distill: give distill.teacher (one multi-task bundle) or distill.teachers "
+                          "(task -> bundle), exactly one of them")
+    if d.teachers is not None:
+        if not d.teachers:
+            raise ConfigError("distill.teachers: give at least one task -> bundle entry")
+        _unknown_tasks(cfg, "distill.teachers", d.teachers)
+    if d.tasks is not None:
+        if not d.tasks:
+            raise ConfigError("distill.tasks: give at least one task, or null for every task with a teacher")
+        _unknown_tasks(cfg, "distill.tasks", d.tasks)
+        missing = [t for t in d.tasks if d.teachers is not None and t not in d.teachers]
+        if missing:
+            raise ConfigError(f"distill.tasks: task(s) {missing} have no teacher in distill.teachers")
+
+
+def _check_lora(cfg: Config) -> None:
+    """`model.lora` checks that need no model; target names are matched when the encoder is built."""
+    lora = cfg.model.lora
+    if lora.kind == "none":
+        return
+    if not lora.target_modules or not all(isinstance(t, str) and t.strip() for t in lora.target_modules):
+        raise ConfigError("model.lora.target_modules: give at least one Linear layer name, e.g. [query, value]")
+    if cfg.model.freeze.strategy == "backbone":
+        raise ConfigError(
+            "model.freeze.strategy: backbone would freeze the LoRA matrices too; with model.lora the "
+            "base encoder is frozen already, so use none (only LoRA trains in the encoder) or top_k"
         )
 
 

@@ -148,6 +148,23 @@ class SoftPromptConfig(Strict):
     lr: float | None = Field(None, gt=0)  # prompts usually want a larger rate than the encoder
 
 
+class LoraConfig(Strict):
+    """Low-rank adapters (LoRA) on the encoder's Linear layers; the base weights stay frozen.
+
+    kinds: `none`; `shared` (one adapter for every task, built with peft); `per_task` (one adapter
+    per task, each row of a mixed-task batch routed to its own task's adapter). `target_modules`
+    match Linear layer names as peft matches them: a name equal to the entry or ending in
+    `.<entry>` (`query` matches `encoder.layer.0.attention.self.query`).
+    """
+
+    kind: Literal["none", "shared", "per_task"] = "none"
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)  # the update is scaled by alpha / r
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"])
+    lr: float | None = Field(None, gt=0)  # LoRA usually wants a larger rate than full fine-tuning
+
+
 class ModelConfig(Strict):
     backbone: str = "minilm"  # a local Hugging Face folder, or the alias of a packaged model
     max_length: int = Field(128, ge=8, le=4096)
@@ -155,6 +172,9 @@ class ModelConfig(Strict):
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
     prompts: SoftPromptConfig = Field(default_factory=SoftPromptConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    # A smaller student: keep only the first N transformer layers of the checkpoint.
+    num_layers: int | None = Field(None, ge=1)
 
 
 class SamplingConfig(Strict):
@@ -171,6 +191,22 @@ class SamplingConfig(Strict):
 class WeightingConfig(Strict):
     strategy: str = "equal"
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AdversarialConfig(Strict):
+    """Adversarial training on the encoder's embedding output (see promptmux.train.adversarial).
+
+    `fgm`: one perturbation of L2 norm `epsilon` per row along the loss gradient (Miyato et al.
+    2017); `pgd`: `steps` normalized ascent steps of size `alpha`, projected onto the epsilon-ball
+    (Madry et al. 2018). The adversarial loss, times `weight`, is added to the clean loss.
+    """
+
+    method: Literal["none", "fgm", "pgd"] = "none"
+    epsilon: float = Field(1.0, gt=0)  # L2 radius per row (all its real tokens together)
+    alpha: float = Field(0.3, gt=0)  # pgd: step size
+    steps: int = Field(3, ge=1)  # pgd: ascent steps
+    tasks: list[str] | None = None  # perturb only these tasks' rows (default: all tasks)
+    weight: float = Field(1.0, ge=0)
 
 
 class TrainConfig(Strict):
@@ -192,12 +228,29 @@ class TrainConfig(Strict):
     length_buckets: bool = True
     bucket_size: int = Field(64, ge=1)  # batches per length-sorted pool
     progress: bool = True
+    adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
 
 
 class OutputConfig(Strict):
     dir: str = "runs/promptmux"
     overwrite: bool = False
     tensorboard: bool = True
+
+
+class DistillConfig(Strict):
+    """Knowledge distillation from trained bundles into the model being trained (the student).
+
+    Give `teacher` (one multi-task bundle for every distilled task) or `teachers` (task -> bundle,
+    one per task). Paths are bundle or run folders, relative to the current folder like
+    `output.dir`. Each distilled task's loss becomes (1 - alpha) * task loss + alpha * distill loss
+    (see promptmux.train.distill).
+    """
+
+    teacher: str | None = None
+    teachers: dict[str, str] | None = None
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0.0, le=1.0)
+    tasks: list[str] | None = None  # distill only these tasks (default: every task with a teacher)
 
 
 class Config(Strict):
@@ -208,6 +261,7 @@ class Config(Strict):
     weighting: WeightingConfig = Field(default_factory=WeightingConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    distill: DistillConfig | None = None
 
     def main_metric(self, task: str) -> str:
         t = self.tasks[task]

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from promptmux.config.load import config_from_dict
+from promptmux.data.encode import default_cache_dir
 from promptmux.errors import BundleError
-from promptmux.eval.evaluator import evaluate
 from promptmux.fsutil import atomic_write_text
 from promptmux.serve.predictor import Predictor
 
@@ -24,6 +24,7 @@ def evaluate_bundle(path: str | Path, split: str = "dev", overrides: list[str] |
     they match the trained heads.
     """
     from promptmux.eval.metrics import aggregate_score, format_markdown_table, format_table
+    from promptmux.prompts.ensemble import evaluate_examples
     from promptmux.train.setup import prepare_data
 
     predictor = Predictor.from_pretrained(path)
@@ -35,8 +36,15 @@ def evaluate_bundle(path: str | Path, split: str = "dev", overrides: list[str] |
         if info.labels is not None and name in raw.get("tasks", {}):
             raw["tasks"][name]["labels"] = info.labels
     cfg = config_from_dict(raw, overrides)
-    data = prepare_data(cfg, predictor.tokenizer, splits=(split,))
-    metrics = evaluate(predictor.model, data.tasks, data.split(split), predictor.pad_id, cfg.train.eval_batch_size, predictor.precision)
+    # Raw rows only: each task is prompted as its bundle records (the template adaptive selection
+    # chose, rules, ensemble), exactly as `Predictor` predicts, whatever config.yaml's template says.
+    data = prepare_data(cfg, predictor.tokenizer, splits=())
+    infos = [info for name, info in predictor.tasks.items() if name in data.raw]
+    rows = {t: data.raw[t].split(split) for t in data.raw}
+    metrics = evaluate_examples(
+        predictor.model, infos, rows, predictor.tokenizer, predictor.max_length, predictor.pad_id,
+        cfg.train.eval_batch_size, predictor.precision, default_cache_dir(),
+    )
     if not metrics:
         raise BundleError(f"no task of {predictor.folder} has a {split!r} split")
     main = {t: cfg.main_metric(t) for t in metrics}

@@ -41,8 +41,11 @@ def resolve_backbone(name_or_path: str) -> Path:
     return path
 
 
-def load_backbone(name_or_path: str) -> tuple[nn.Module, object]:
-    """Load the pretrained encoder and its tokenizer from a local folder."""
+def load_backbone(name_or_path: str, num_layers: int | None = None) -> tuple[nn.Module, object]:
+    """Load the pretrained encoder and its tokenizer from a local folder.
+
+    `num_layers` keeps only the first N transformer layers (`model.num_layers`, see `keep_layers`).
+    """
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_backbone(name_or_path)
@@ -53,7 +56,31 @@ def load_backbone(name_or_path: str) -> tuple[nn.Module, object]:
         model = AutoModel.from_pretrained(path, add_pooling_layer=False)
     except TypeError:
         model = AutoModel.from_pretrained(path)
+    if num_layers is not None:
+        keep_layers(model, num_layers)
     return model, tokenizer
+
+
+def keep_layers(model: nn.Module, n: int) -> None:
+    """Keep the first `n` transformer layers of `model` in place (a shallower student).
+
+    The lowest layers are kept, with the embeddings, so the student starts as the exact bottom of
+    the checkpoint. The config's `num_hidden_layers` is updated, so the bundle's
+    `encoder/config.json` records the depth and `load_bundle` rebuilds the same model.
+    """
+    layers = encoder_layers(model)
+    if n > len(layers):
+        raise ConfigError(f"model.num_layers: {n} exceeds the backbone's {len(layers)} layers")
+    parent, name = next(
+        (module, child)
+        for module in model.modules()
+        for child, sub in module.named_children()
+        if sub is layers
+    )
+    setattr(parent, name, nn.ModuleList(list(layers)[:n]))
+    model.config.num_hidden_layers = n
+    if isinstance(getattr(model.config, "layer_types", None), list):  # some encoders list kinds
+        model.config.layer_types = model.config.layer_types[:n]
 
 
 def backbone_from_config(config_dir: str | Path) -> nn.Module:

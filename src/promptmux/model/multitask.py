@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from promptmux.model.added import AddedTasks, build_added
 from promptmux.model.heads import HEADS, Head
+from promptmux.model.lora import attach_lora, route_rows
 from promptmux.model.prompts import SoftPrompt, build_prompt
 
 
@@ -26,6 +29,13 @@ class TaskInfo:
     pair: bool | None = None
     # The hard prompt wrapped around every input of this task (training and inference alike).
     prompt: str | None = None
+    # Prompt rules ({when, template} dicts; the first match overrides `prompt` per example), the
+    # other candidate templates (best first once adaptive selection ranked them; None in the list
+    # is the plain input) and how many prompts inference averages (`prompt` + the first k-1 of
+    # `pool`). See promptmux.prompts; bundles without these fields load with the defaults.
+    rules: list[dict] | None = None
+    pool: list[str | None] | None = None
+    ensemble: int = 1
 
     @property
     def n_labels(self) -> int:
@@ -45,13 +55,20 @@ class MultiTaskModel(nn.Module):
     tokens (see `promptmux.model.prompts.base`); they are stripped from the encoder output before
     the heads, so heads, pooling and token heads' `word_starts` see exactly the real tokens and
     the real attention mask, as without prompts.
+
+    Tasks added later to the frozen model (`promptmux add-task`) sit in `added`, with their own
+    prompts; batches that hold none of them take this path unchanged (see `model/added.py`).
     """
 
-    def __init__(self, encoder: nn.Module, heads: dict[str, Head], prompt: SoftPrompt | None = None) -> None:
+    def __init__(
+        self, encoder: nn.Module, heads: dict[str, Head], prompt: SoftPrompt | None = None, added: AddedTasks | None = None
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
         self.prompt = prompt
+        self.added = added
+        self.lora: Any = None  # the LoraConfig of attached LoRA (promptmux.model.lora.attach_lora)
 
     def forward(
         self,
@@ -61,26 +78,47 @@ class MultiTaskModel(nn.Module):
         extra: dict[str, dict[str, torch.Tensor]],
         token_type_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        if self.added is not None and self.added.involved(rows):
+            # Added tasks have no per-task LoRA adapter: their own passes read the base encoder
+            # (old-task rows re-enter forward below, which routes them to their adapters).
+            with route_rows({}) if self.lora is not None else contextlib.nullcontext():
+                return self.added(self, input_ids, attention_mask, rows, extra, token_type_ids)
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        if self.prompt is None:
-            hidden = self.encoder(**kwargs).last_hidden_state
-        else:
-            # Drop the prompt positions: heads read the real tokens only.
-            hidden = self.prompt.encode(self.encoder, rows, **kwargs)[:, self.prompt.length :]
+        # Per-task LoRA layers add each task's update to its rows; they read the slices from here.
+        with route_rows(rows) if self.lora is not None else contextlib.nullcontext():
+            if self.prompt is None:
+                hidden = self.encoder(**kwargs).last_hidden_state
+            else:
+                # Drop the prompt positions: heads read the real tokens only.
+                hidden = self.prompt.encode(self.encoder, rows, **kwargs)[:, self.prompt.length :]
         return {
             task: self.heads[task](hidden[sl], attention_mask[sl], extra.get(task, {}))
             for task, sl in rows.items()
         }
 
 
-def build_model(encoder: nn.Module, tasks: list[TaskInfo], head_dropout: float, prompts: Any = None) -> MultiTaskModel:
+def build_model(
+    encoder: nn.Module,
+    tasks: list[TaskInfo],
+    head_dropout: float,
+    prompts: Any = None,
+    added: dict | None = None,
+    lora: Any = None,
+) -> MultiTaskModel:
     """One head per task; `prompts` (a SoftPromptConfig, or a dict of its settings as bundle.json
-    records them) attaches soft prompts unless absent or of kind `none`."""
+    records them) attaches soft prompts unless absent or of kind `none`. `added` (bundle.json's
+    `added_tasks` record) marks tasks added by `promptmux add-task`: `prompts` then serves the
+    other tasks only. `lora` (a LoraConfig, or a dict of its settings) attaches LoRA to the encoder
+    and freezes its base weights unless absent or of kind `none`."""
     hidden = encoder.config.hidden_size
     heads = {
         t.name: HEADS.get(t.type)(hidden, t.n_labels, pooling=t.pooling, dropout=head_dropout)
         for t in tasks
     }
-    return MultiTaskModel(encoder, heads, build_prompt(prompts, [t.name for t in tasks], encoder))
+    extra = build_added(added, encoder)
+    base = [t.name for t in tasks if extra is None or t.name not in extra.tasks]
+    model = MultiTaskModel(encoder, heads, build_prompt(prompts, base, encoder), extra)
+    attach_lora(model, lora)  # last, so that heads and prompts start as they do without LoRA
+    return model

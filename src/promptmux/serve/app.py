@@ -258,7 +258,7 @@ def _validate(items: list[PredictItem], predictor: Predictor, pair_of: dict[str,
             continue
         raw: Any = texts["text"] if "text" in texts else (texts["text_a"], texts["text_b"])
         try:
-            valid.append((item.task, predictor.example(item.task, raw)))
+            valid.append((item.task, predictor.example(item.task, raw, item.meta)))
         except DataError as e:
             bad(422, next(iter(texts)), str(e))
     if problems:

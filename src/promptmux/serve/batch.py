@@ -10,6 +10,7 @@ from pathlib import Path
 
 from promptmux.config.schema import DataConfig
 from promptmux.errors import DataError
+from promptmux.prompts.rules import meta_fields
 from promptmux.serve.predictor import Predictor
 from promptmux.tasks.readers import BadRow, read_records
 
@@ -42,9 +43,10 @@ def predict_file(
     count = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for rows, inputs in _chunks(predictor, task, input_path, fmt, text_field, text_b_field, info.type, chunk_size):
+            for rows, inputs, metas in _chunks(predictor, task, input_path, fmt, text_field, text_b_field, info.type, chunk_size):
                 try:
-                    preds = predictor.predict(task, inputs, batch_size=batch_size)
+                    extra = {} if metas is None else {"meta": metas}  # only tasks with field rules
+                    preds = predictor.predict(task, inputs, batch_size=batch_size, **extra)
                 except DataError as e:
                     raise DataError(f"{input_path} rows {rows[0]}-{rows[-1]}: {e}") from None
                 for row, pred in zip(rows, preds):
@@ -66,9 +68,12 @@ def _text(path: Path, row: int, record: dict, field: str) -> str:
     return value
 
 
-def _chunks(predictor: Predictor, task: str, path: Path, fmt: str, text_field: str, text_b_field: str | None, task_type: str, size: int) -> Iterator[tuple[list[int], list]]:
+def _chunks(predictor: Predictor, task: str, path: Path, fmt: str, text_field: str, text_b_field: str | None, task_type: str, size: int) -> Iterator[tuple[list[int], list, list | None]]:
     rows: list[int] = []
     inputs: list = []
+    # Prompt rules on metadata fields read them from the same rows (`field` conditions).
+    fields = meta_fields(predictor.task(task).rules or ())
+    metas: list | None = [] if fields else None
     for row, record in read_records(fmt, str(path), DataConfig(format=fmt), context=str(path)):
         if isinstance(record, BadRow):
             raise DataError(f"{path} row {row}: {record.reason}")
@@ -82,14 +87,17 @@ def _chunks(predictor: Predictor, task: str, path: Path, fmt: str, text_field: s
             text = _text(path, row, record, text_field)
         else:
             text = record[text_field]
+        meta = {f: record[f] for f in fields if f in record} if fields else None
         try:  # checked here, where the row number is known
-            predictor.example(task, text)
+            predictor.example(task, text, meta)
         except DataError as e:
             raise DataError(f"{path} row {row}: {e}") from None
         rows.append(row)
         inputs.append(text)
+        if metas is not None:
+            metas.append(meta)
         if len(rows) == size:
-            yield rows, inputs
-            rows, inputs = [], []
+            yield rows, inputs, metas
+            rows, inputs, metas = [], [], [] if fields else None
     if rows:
-        yield rows, inputs
+        yield rows, inputs, metas

@@ -2,7 +2,10 @@
 
     bundle.json          format version, tasks (type, labels, pooling, metric), model settings
                          (with `prompts`, the soft prompt shape, when the model has soft prompts)
-    model.safetensors    encoder + heads (+ soft prompts)
+                         (with `added_tasks`, tasks added by `promptmux add-task`, see model/added.py)
+    model.safetensors    encoder + heads (+ soft prompts); with LoRA the base encoder under its plain names
+    adapters/            with LoRA (`settings.lora` in bundle.json): shared.safetensors, or one
+                         <task>.safetensors per task (see promptmux.model.lora_io)
     encoder/config.json  the encoder architecture (no pretrained weights are needed to load)
     tokenizer/           the tokenizer files
     config.yaml          the training config, for reference and `promptmux eval`
@@ -19,6 +22,8 @@ from safetensors.torch import load_model, save_model
 
 from promptmux.errors import BundleError
 from promptmux.model.backbone import backbone_from_config
+from promptmux.model.lora import lora_settings
+from promptmux.model.lora_io import base_view, read_adapters, write_adapters
 from promptmux.model.multitask import MultiTaskModel, TaskInfo, build_model
 
 FORMAT_VERSION = 1
@@ -35,7 +40,13 @@ def write_bundle(
 ) -> None:
     """Write the bundle files into `folder` (callers make this atomic with `atomic_directory`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(folder / "model.safetensors"))
+    with base_view(model):  # LoRA matrices go to adapters/, not into model.safetensors
+        save_model(model, str(folder / "model.safetensors"))
+    write_adapters(folder, model)
+    # `lora` in bundle.json always describes the model written: load_bundle rebuilds its layers.
+    settings = {k: v for k, v in settings.items() if k != "lora"}
+    if model.lora is not None:
+        settings["lora"] = lora_settings(model.lora)
     model.encoder.config.save_pretrained(folder / "encoder")
     tokenizer.save_pretrained(folder / "tokenizer")
     meta = {
@@ -83,10 +94,18 @@ def load_bundle(path: str | Path) -> tuple[MultiTaskModel, Any, list[TaskInfo], 
             raise BundleError(f"{folder}: missing {needed}")
     encoder = backbone_from_config(folder / "encoder")
     # Bundles without soft prompts (or written before they existed) have no "prompts" setting.
-    model = build_model(encoder, tasks, head_dropout=settings.get("head_dropout", 0.0), prompts=settings.get("prompts"))
-    missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
-    if missing or unexpected:
-        raise BundleError(f"{folder}/model.safetensors does not match bundle.json: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    model = build_model(encoder, tasks, head_dropout=settings.get("head_dropout", 0.0), prompts=settings.get("prompts"),
+                        added=settings.get("added_tasks"), lora=settings.get("lora"))
+    load_weights(model, folder)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     return model, tokenizer, tasks, settings, folder
+
+
+def load_weights(model: MultiTaskModel, folder: Path) -> None:
+    """Load a bundle's model.safetensors and, with LoRA, its adapters/ into `model` (built to match)."""
+    with base_view(model):
+        missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False)
+    if missing or unexpected:
+        raise BundleError(f"{folder}/model.safetensors does not match bundle.json: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    read_adapters(folder, model)

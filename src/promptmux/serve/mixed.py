@@ -20,6 +20,7 @@ import torch
 from promptmux.data.collate import collate
 from promptmux.data.encode import Encoded, encode_examples
 from promptmux.eval.evaluator import autocast
+from promptmux.prompts.ensemble import merge, prompted_rows
 from promptmux.serve.predictor import Predictor, format_output
 from promptmux.tasks.spec import Example
 
@@ -62,7 +63,11 @@ def plan_passes(lengths: Sequence[int], overhead: int = PASS_OVERHEAD_TOKENS) ->
 
 
 def encode_by_task(predictor: Predictor, items: Sequence[tuple[str, Example]]) -> tuple[dict[str, Encoded], dict[str, list[int]]]:
-    """Each task's rows encoded together; `positions[task][r]` is the item index of row r."""
+    """Each task's rows encoded together; `positions[task][r]` is the item index of row r.
+
+    Items are prompted here (rules, template); under a prompt ensemble an item has k rows, one per
+    prompt, whose outputs `predict_mixed` averages.
+    """
     by_task: dict[str, list[int]] = {}
     for i, (task, _) in enumerate(items):
         by_task.setdefault(task, []).append(i)
@@ -70,17 +75,19 @@ def encode_by_task(predictor: Predictor, items: Sequence[tuple[str, Example]]) -
     positions: dict[str, list[int]] = {}
     for task, where in by_task.items():
         info = predictor.task(task)
+        rows = prompted_rows(info, [items[i][1] for i in where])
+        owner = [where[r // (len(rows) // len(where))] for r in range(len(rows))]
         # A pair and a single text tokenize differently ([SEP] text_b), so encode each kind apart;
         # a pass needs one contiguous slice per task, so the two are then joined.
-        singles = [i for i in where if items[i][1].text_b is None]
-        pairs = [i for i in where if items[i][1].text_b is not None]
+        singles = [r for r, ex in enumerate(rows) if ex.text_b is None]
+        pairs = [r for r, ex in enumerate(rows) if ex.text_b is not None]
         parts = [
-            encode_examples([items[i][1] for i in group], predictor.tokenizer, info.type, predictor.max_length, info.n_labels)
+            encode_examples([rows[r] for r in group], predictor.tokenizer, info.type, predictor.max_length, info.n_labels)
             for group in (singles, pairs)
             if group
         ]
         encoded[task] = parts[0] if len(parts) == 1 else concat_encoded(parts)
-        positions[task] = singles + pairs
+        positions[task] = [owner[r] for r in singles + pairs]
     return encoded, positions
 
 
@@ -96,7 +103,7 @@ def predict_mixed(predictor: Predictor, items: Sequence[tuple[str, Example]], st
     rows = [(task, r) for task, enc in encoded.items() for r in range(len(enc))]
     lengths = [int(encoded[task].lengths[r]) for task, r in rows]
     device = next(predictor.model.parameters()).device
-    out: list[dict[str, Any]] = [{} for _ in items]
+    outputs: list[list[tuple[Any, Any]]] = [[] for _ in items]  # (prediction, scores) per prompt
     for group in plan_passes(lengths, overhead):
         chosen: dict[str, list[int]] = {}
         for k in group:
@@ -107,15 +114,18 @@ def predict_mixed(predictor: Predictor, items: Sequence[tuple[str, Example]], st
         with torch.inference_mode(), autocast(device, predictor.precision):
             logits = predictor.model(**batch.model_inputs())
         for task, _, idx in parts:
-            head, info = predictor.model.heads[task], predictor.tasks[task]
+            head = predictor.model.heads[task]
             extra = batch.extra.get(task, {})
             for r, p, s in zip(idx, head.predict(logits[task], extra), head.scores(logits[task], extra)):
-                i = positions[task][r]
-                out[i] = format_output(info, items[i][1], p, s)
+                outputs[positions[task][r]].append((p, s))
         if stats is not None:
             stats.passes += 1
             stats.tokens += batch.n_tokens
             stats.padded_tokens += int(batch.input_ids.numel())
+    out = []
+    for (task, example), got in zip(items, outputs):
+        info = predictor.tasks[task]
+        out.append(format_output(info, example, *merge(info, got)))
     return out
 
 

@@ -8,11 +8,10 @@ from typing import Any
 
 import torch
 
-from promptmux.data.encode import encode_examples
 from promptmux.errors import DataError
-from promptmux.eval.evaluator import run_task
 from promptmux.model.multitask import MultiTaskModel, TaskInfo
-from promptmux.prompts.templates import apply_template
+from promptmux.prompts.ensemble import predict_examples
+from promptmux.prompts.rules import meta_fields
 from promptmux.serve.bundle import load_bundle
 from promptmux.tasks.spec import Example
 
@@ -52,20 +51,31 @@ class Predictor:
             raise DataError(f"unknown task {name!r}; this bundle has: {', '.join(self.tasks)}")
         return self.tasks[name]
 
-    def examples(self, task: str, inputs: Sequence[TextInput]) -> list[Example]:
-        """Validate raw inputs and turn them into unlabeled examples."""
+    def examples(self, task: str, inputs: Sequence[TextInput], meta: Sequence[dict[str, Any] | None] | None = None) -> list[Example]:
+        """Validate raw inputs (and their metadata, one per input) into unlabeled examples."""
         self.task(task)
+        if isinstance(meta, dict):
+            raise DataError("meta: give a list with one metadata object (or None) per input")
+        if meta is not None and len(meta) != len(inputs):
+            raise DataError(f"meta: {len(meta)} entries for {len(inputs)} inputs; give one per input (or None)")
         out = []
         for i, item in enumerate(inputs):
             try:
-                out.append(self.example(task, item))
+                out.append(self.example(task, item, None if meta is None else meta[i]))
             except DataError as e:
                 raise DataError(f"input {i}: {e}") from None
         return out
 
-    def example(self, task: str, item: TextInput) -> Example:
-        """Validate one raw input; the DataError says what is wrong with it (callers add where)."""
+    def example(self, task: str, item: TextInput, meta: dict[str, Any] | None = None) -> Example:
+        """Validate one raw input; the DataError says what is wrong with it (callers add where).
+
+        The example is returned unprompted, with the metadata fields the task's prompt rules read
+        (others are dropped): prompts are applied when it is encoded (`prompts.ensemble`), where
+        rules and ensembles see the input as given.
+        """
         info = self.task(task)
+        if meta is not None and not isinstance(meta, dict):
+            raise DataError(f"meta: expected an object of metadata fields, got {type(meta).__name__}")
         if info.type == "token":
             words = item.split() if isinstance(item, str) else list(item) if isinstance(item, (list, tuple)) else None
             if not words or not all(isinstance(w, str) and w.strip() for w in words):
@@ -79,22 +89,27 @@ class Predictor:
             raise DataError(f"expected a text or a (text_a, text_b) pair, got {type(item).__name__}")
         if not a.strip() or (b is not None and not b.strip()):
             raise DataError("empty text")
-        if info.prompt and info.pair and b is None:
+        if info.pair and b is None and (info.prompt or info.rules or info.pool):
             raise DataError(f"task {task!r} reads text pairs: give (text_a, text_b)")
-        example = Example(a.strip(), None if b is None else b.strip())
-        # The model was trained on prompted inputs, so every consumer gets the prompted example.
-        return apply_template(info.prompt, [example])[0]
+        fields = meta_fields(info.rules or ())
+        kept = {f: meta[f] for f in fields if f in meta} if meta and fields else None
+        return Example(a.strip(), None if b is None else b.strip(), meta=kept)
 
-    def predict(self, task: str, inputs: TextInput | Sequence[TextInput], batch_size: int = 64) -> list[dict[str, Any]]:
-        """Predict `task` for each input; returns one dict per input (see `format_output`)."""
+    def predict(self, task: str, inputs: TextInput | Sequence[TextInput], batch_size: int = 64, meta: dict[str, Any] | Sequence[dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
+        """Predict `task` for each input; returns one dict per input (see `format_output`).
+
+        `meta`: metadata fields for the task's prompt rules, one dict per input (or one dict for a
+        single input). With `ensemble: k` in the bundle, each input is predicted under k prompts
+        and the probabilities (values) are averaged (`promptmux.prompts.ensemble`).
+        """
         if isinstance(inputs, str) or (isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs) and self.task(task).type != "token"):
             inputs = [inputs]
-        examples = self.examples(task, inputs)
+            meta = [meta] if isinstance(meta, dict) else meta
+        examples = self.examples(task, inputs, meta)
         if not examples:
             return []
         info = self.tasks[task]
-        enc = encode_examples(examples, self.tokenizer, info.type, self.max_length, info.n_labels)
-        preds, scores = run_task(self.model, task, enc, self.pad_id, batch_size, self.precision, with_scores=True)
+        preds, scores = predict_examples(self.model, info, examples, self.tokenizer, self.max_length, self.pad_id, batch_size, self.precision)
         return [format_output(info, ex, p, s) for ex, p, s in zip(examples, preds, scores)]
 
 

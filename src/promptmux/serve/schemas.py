@@ -76,6 +76,9 @@ class PredictItem(BaseModel):
     text: str | None = Field(None, description="The text, for single-text and token tasks.")
     text_a: str | None = Field(None, description="First text of a pair.")
     text_b: str | None = Field(None, description="Second text of a pair.")
+    meta: dict[str, Any] | None = Field(
+        None, description="Metadata fields for the task's prompt rules (`field` conditions); fields no rule reads are ignored."
+    )
 
 
 class PredictRequest(BaseModel):

@@ -37,11 +37,21 @@ def describe_tasks(predictor: Predictor) -> list[dict[str, Any]]:
 
 
 def describe_prompt(info: TaskInfo, meta: dict[str, Any], settings: dict[str, Any]) -> Any:
-    """The task's hard prompt template; else the bundle's soft-prompt settings; else None."""
+    """The task's hard prompt template (with its rules and ensemble prompts, as an object, when it
+    has them); else the bundle's soft-prompt settings; else None."""
     hard = getattr(info, "prompt", None) or meta.get("prompt")
+    rules, k = getattr(info, "rules", None), getattr(info, "ensemble", 1)
+    if rules or k > 1:
+        from promptmux.prompts.ensemble import variants
+
+        return {"template": hard, "rules": rules or [], "ensemble": k, "templates": variants(info)}
     if hard:
         return hard
     soft = settings.get("prompts")
+    added = settings.get("added_tasks") or {}
+    if info.name in (added.get("tasks") or []):  # added by `promptmux add-task`: its own prompt, or none
+        spec = added.get("prompt") or {}
+        soft = {key: v for key, v in spec.items() if key != "tasks"} if info.name in spec.get("tasks", []) else None
     if isinstance(soft, dict) and soft.get("kind", "none") != "none":
         return {"soft": soft}
     return None

@@ -46,6 +46,7 @@ class _Pending:
     text: str | tuple[str, ...]
     text_b: str | None
     raw: Any
+    meta: dict[str, Any] | None = None  # the metadata fields prompt rules read, nothing else
 
 
 class _Split:
@@ -152,6 +153,10 @@ def _first_pass(
 ) -> list[_Pending]:
     out: list[_Pending] = []
     f = task.fields
+    # Imported here: promptmux.prompts imports tasks.spec, which runs tasks/__init__ (this module).
+    from promptmux.prompts.rules import meta_fields
+
+    wanted = meta_fields(task.prompt.rules)
     for row, record in rows:
         try:
             if isinstance(record, BadRow):
@@ -175,7 +180,8 @@ def _first_pass(
                 raw = str(raw).strip()
                 if not raw:
                     raise _Bad(f.label, "empty label; every train/dev/test row needs one")
-            out.append(_Pending(row, origin, text, text_b, raw))
+            meta = {name: record.get(name) for name in wanted} if wanted else None
+            out.append(_Pending(row, origin, text, text_b, raw, meta))
         except _Bad as err:
             tracker.bad(origin, row, err)
     return out
@@ -289,7 +295,7 @@ def _second_pass(
                 label = tuple(sorted({_lookup(ids, n, field, known) for n in names}))
             else:
                 label = tuple(_lookup(ids, t, field, known, "tag") for t in p.raw)
-            out.append(Example(text=p.text, text_b=p.text_b, label=label))
+            out.append(Example(text=p.text, text_b=p.text_b, label=label, meta=p.meta))
         except _Bad as err:
             tracker.bad(p.origin, p.row, err)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 Label = int | float | tuple[int, ...]
 
@@ -15,12 +16,14 @@ class Example:
     - multilabel: `label` is a sorted tuple of class ids (possibly empty).
     - regression: `label` is a float.
     - token: `text` is a tuple of words and `label` a tuple of tag ids, one per word.
-    `label` is None for unlabeled rows (prediction input).
+    `label` is None for unlabeled rows (prediction input). `meta` holds the row's metadata fields
+    that prompt rules read (`promptmux.prompts.rules`), and only those; None when no rule reads any.
     """
 
     text: str | tuple[str, ...]
     text_b: str | None = None
     label: Label | None = None
+    meta: dict[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 from promptmux.config.schema import Config
 from promptmux.data.encode import Encoded, default_cache_dir, encode_examples
 from promptmux.model.multitask import MultiTaskModel, TaskInfo
-from promptmux.prompts.templates import apply_template
+from promptmux.prompts.rules import apply_prompts, rules_as_dicts
 from promptmux.tasks.spec import Example, TaskData
 
 log = logging.getLogger("promptmux.train")
@@ -39,23 +39,29 @@ def task_infos(cfg: Config, raw: dict[str, TaskData]) -> list[TaskInfo]:
             metric=cfg.main_metric(name),
             pair=t.fields.text_b is not None,
             prompt=t.prompt.template,
+            rules=rules_as_dicts(t.prompt.rules) or None,
+            pool=list(t.prompt.pool) or None,
+            ensemble=t.prompt.ensemble,
         )
         for name, t in cfg.tasks.items()
     ]
 
 
-def with_prompt(data: TaskData, template: str | None) -> TaskData:
-    """The task's examples wrapped in its hard prompt (what the encoder reads)."""
-    if template:
-        data.splits = {split: apply_template(template, rows) for split, rows in data.splits.items()}
-    return data
+def encode_task_split(info: TaskInfo, examples: list[Example], tokenizer, max_length: int, cache_dir=None) -> Encoded:
+    """Tokenize a task's examples as the encoder reads them: wrapped in the task's prompt (its
+    rules first, then `info.prompt`). Raw examples stay unprompted, so a prompt can change later
+    (adaptive selection re-encodes with the same function)."""
+    rows = apply_prompts(examples, info.prompt, info.rules or ())
+    return encode_examples(rows, tokenizer, info.type, max_length, info.n_labels, cache_dir)
 
 
 def prepare_data(cfg: Config, tokenizer, splits: tuple[str, ...] = ("train", "dev"), cache: bool = True) -> PreparedData:
     """Read every task, check the splits training needs, and tokenize them (cached on disk)."""
     from promptmux.tasks.build import load_task
 
-    raw = {name: with_prompt(load_task(name, t), t.prompt.template) for name, t in cfg.tasks.items()}
+    raw = {name: load_task(name, t) for name, t in cfg.tasks.items()}
+    if "train" in splits:
+        _check_meta_fields(cfg, raw)
     tasks = task_infos(cfg, raw)
     data = PreparedData(tasks, raw)
     cache_dir = default_cache_dir() if cache else None
@@ -69,10 +75,25 @@ def prepare_data(cfg: Config, tokenizer, splits: tuple[str, ...] = ("train", "de
 
                     raise DataError(f"tasks.{info.name}: the train split is empty")
                 continue
-            data.encoded[split][info.name] = encode_examples(
-                examples, tokenizer, info.type, cfg.model.max_length, info.n_labels, cache_dir
-            )
+            data.encoded[split][info.name] = encode_task_split(info, examples, tokenizer, cfg.model.max_length, cache_dir)
     return data
+
+
+def _check_meta_fields(cfg: Config, raw: dict[str, TaskData]) -> None:
+    """A rule on a metadata field that no train row has is a typo, not a rule that never fires."""
+    from promptmux.errors import ConfigError
+
+    for name, t in cfg.tasks.items():
+        for i, rule in enumerate(t.prompt.rules):
+            field_name = rule.when.get("field")
+            if field_name is None:
+                continue
+            rows = raw[name].split("train")
+            if not any(ex.meta and ex.meta.get(field_name) is not None for ex in rows):
+                raise ConfigError(
+                    f"tasks.{name}.prompt.rules[{i}].when.field: no train row has a field {field_name!r}; "
+                    f"name a field of the task's data rows"
+                )
 
 
 def total_steps(cfg: Config, train_sizes: dict[str, int], world_size: int) -> int:
@@ -87,17 +108,22 @@ def total_steps(cfg: Config, train_sizes: dict[str, int], world_size: int) -> in
 
 def build_optimizer(cfg: Config, model: MultiTaskModel, extra: torch.nn.Module | None = None) -> torch.optim.Optimizer:
     """AdamW with decoupled weight decay off for biases and norms; heads may use `train.head_lr`,
-    soft prompts `model.prompts.lr`."""
+    soft prompts `model.prompts.lr`, LoRA matrices `model.lora.lr`."""
+    from promptmux.model.lora import lora_parameters
+
     t = cfg.train
     head_lr = t.head_lr or t.lr
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    # LoRA matrices sit inside the encoder; they take `model.lora.lr` (else train.lr).
+    lora = {id(p) for p in lora_parameters(model)}
 
     def add(module: torch.nn.Module, lr: float, decay: bool = True) -> None:
         for name, p in module.named_parameters():
             if not p.requires_grad:
                 continue
             no_decay = not decay or p.ndim < 2 or "norm" in name.lower()
-            groups.setdefault((lr, 0.0 if no_decay else t.weight_decay), []).append(p)
+            rate = (cfg.model.lora.lr or t.lr) if id(p) in lora else lr
+            groups.setdefault((rate, 0.0 if no_decay else t.weight_decay), []).append(p)
 
     add(model.encoder, t.lr)
     add(model.heads, head_lr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -23,11 +24,15 @@ from promptmux.data.streams import TaskStream
 from promptmux.errors import ConfigError, TrainingError
 from promptmux.eval.evaluator import autocast, evaluate
 from promptmux.fsutil import atomic_directory, atomic_write_text, recover_directory
-from promptmux.model.backbone import apply_freeze, count_parameters, load_backbone
+from promptmux.model.backbone import count_parameters, load_backbone
+from promptmux.model.lora import freeze_encoder, lora_share
 from promptmux.model.multitask import MultiTaskModel, build_model
 from promptmux.model.prompts import prompt_settings
+from promptmux.prompts.adaptive import PromptSelector
 from promptmux.serve.bundle import write_bundle
 from promptmux.train import checkpoint as ckpt
+from promptmux.train.adversarial import build_adversary
+from promptmux.train.distill import build_distiller
 from promptmux.train.logger import RunLogger
 from promptmux.train.setup import PreparedData, build_optimizer, build_scheduler, prepare_data, total_steps
 from promptmux.train.task_grads import TaskGradients
@@ -123,14 +128,14 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
     set_seed(cfg.seed + rank)
 
     # ---- setup: data, model, optimizer, schedule, sampling, weighting
-    encoder, tokenizer = load_backbone(cfg.model.backbone)
+    encoder, tokenizer = load_backbone(cfg.model.backbone, cfg.model.num_layers)
     data = prepare_data(cfg, tokenizer)
     train_sets = data.encoded["train"]
-    model = build_model(encoder, data.tasks, cfg.model.head_dropout, cfg.model.prompts)
+    model = build_model(encoder, data.tasks, cfg.model.head_dropout, cfg.model.prompts, lora=cfg.model.lora)
     for info in data.tasks:
         if info.type == "regression":
             model.heads[info.name].set_target_stats([ex.label for ex in data.raw[info.name].split("train")])
-    apply_freeze(model.encoder, cfg.model.freeze.strategy, cfg.model.freeze.k)
+    freeze_encoder(model, cfg.model.freeze.strategy, cfg.model.freeze.k)  # with LoRA: model/lora.py
     trainable, total = count_parameters(model)
     names = [t.name for t in data.tasks]
     weighting = build_weighting(cfg.weighting.strategy, names, {n: cfg.tasks[n].weight for n in names}, cfg.weighting.options)
@@ -148,9 +153,9 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
     if resume:
         folder = ckpt.find_checkpoint(out / "last")
         ckpt.check_resume_config(folder, config_to_dict(cfg))
-        from safetensors.torch import load_model
+        from promptmux.serve.bundle import load_weights
 
-        load_model(model, str(folder / "model.safetensors"))
+        load_weights(model, folder)
         saved = ckpt.read_state(folder)
         if saved.get("world_size", 1) != world:
             raise TrainingError(f"--resume: checkpoint was written by {saved.get('world_size')} processes, this run has {world}")
@@ -170,6 +175,9 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
             raise ConfigError(f"weighting.strategy: {cfg.weighting.strategy} needs whole per-task gradients; "
                               f"use DDP, not {acc.distributed_type.name}")
         task_grads = TaskGradients(weighting, raw_model, world)
+    # FGM/PGD on the embedding output (train/adversarial.py); teachers for distillation (train/distill.py).
+    adversary = build_adversary(cfg.train.adversarial, raw_model, names, acc, cfg.train.precision, cfg.train.grad_accum)
+    distiller = build_distiller(cfg, raw_model, data.tasks, tokenizer, acc.device)
     if folder is not None:
         optimizer.load_state_dict(ckpt.load_torch(folder, "optimizer.pt"))
         scheduler.load_state_dict(ckpt.load_torch(folder, "scheduler.pt"))
@@ -179,13 +187,16 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
     logger.message(
         f"tasks: {', '.join(f'{t}({len(e)})' for t, e in train_sets.items())} | steps: {steps} | "
         f"processes: {world} | trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
-        + _prompt_share(raw_model, total)
+        + _prompt_share(raw_model, total) + lora_share(raw_model, total)
     )
     settings = {"max_length": cfg.model.max_length, "head_dropout": cfg.model.head_dropout, "precision": cfg.train.precision}
     if raw_model.prompt is not None:  # load_bundle rebuilds the same prompt module from these
         settings["prompts"] = prompt_settings(cfg.model.prompts)
     config_dict = config_to_dict(cfg)
     pad_id = tokenizer.pad_token_id or 0
+    # Tasks with prompt.adaptive get their template re-chosen on dev before some evaluations; the
+    # choices live in state["prompts"], so a resumed run re-encodes with them (prompts/adaptive.py).
+    selector = PromptSelector.create(cfg, data, tokenizer, state, acc)
 
     def write_files(folder: Path) -> None:
         write_bundle(folder, raw_model, tokenizer, data.tasks, settings, config_dict)
@@ -223,11 +234,16 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
             for micro in range(cfg.train.grad_accum):
                 batch = next_batch().to(acc.device)
                 last_micro = micro == cfg.train.grad_accum - 1 and task_grads is None
-                sync = contextlib.nullcontext() if last_micro else acc.no_sync(model)
+                # An adversarial pass adds a second backward; that one, not the clean one, syncs.
+                attack = adversary is not None and adversary.applies(batch)
+                sync = contextlib.nullcontext() if last_micro and not attack else acc.no_sync(model)
+                watch = adversary.watch() if attack else contextlib.nullcontext()  # keeps the embedding output
                 with sync:
-                    with autocast(acc.device, cfg.train.precision):
+                    with autocast(acc.device, cfg.train.precision), watch:
                         logits = model(**batch.model_inputs())
                     losses = {t: raw_model.heads[t].loss(logits[t], batch.labels[t]) for t in logits}
+                    if distiller is not None:
+                        losses = distiller.mix(losses, batch, logits)
                     _check_finite(acc, losses, step + 1, stop)
                     if task_grads is not None:
                         task_grads.accumulate(losses, 1.0 / cfg.train.grad_accum)
@@ -235,6 +251,9 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
                         loss, weights = weighting(losses, step)
                         step_weights.update(weights)
                         acc.backward(loss / cfg.train.grad_accum)
+                if attack:
+                    check = functools.partial(_check_finite, acc, step=step + 1, stop=stop)
+                    adversary.step(model, batch, weights, sync=last_micro, check=check)
                 state["tokens"] += batch.n_tokens * world
                 for t, v in losses.items():
                     value = v.item()
@@ -264,11 +283,15 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
                     loss={t: float(np.mean(v)) for t, v in window.items()},
                     weights=weights, lr=scheduler.get_last_lr()[0],
                     tokens_per_s=(state["tokens"] - tokens0) / max(elapsed, 1e-9),
+                    **({"adversarial": adversary.report()} if adversary is not None else {}),
+                    **({"distill": distiller.report()} if distiller is not None else {}),
                 )
                 window.clear()
                 t0, tokens0 = time.perf_counter(), state["tokens"]
 
             if step % cfg.train.eval_every == 0 or step == steps:
+                if selector is not None:  # before the evaluation, which then judges the chosen prompt
+                    selector.maybe_select(raw_model, step, logger)
                 last_metrics, improved = _evaluate(cfg, acc, raw_model, data, pad_id, state, logger)
                 sampler.observe({t: m[cfg.main_metric(t)] for t, m in last_metrics.items()})
                 if improved:

@@ -1,0 +1,283 @@
+"""CoNLL-2003 NER alone vs NER + POS + chunk tags as one multi-task model, same budget.
+
+Both models train the packaged MiniLM with configs/conll.yaml's recipe (batch 32, lr 5e-5, heads
+1e-3, linear schedule with 6% warmup, bf16) and are scored on CoNLL's test split (testb) with
+seqeval's entity-level F1, after the last step, through the saved `last` bundle exactly as
+`promptmux eval <run>/last --split test` scores it. No checkpoint is picked on any split.
+
+Same budget (`--budget`):
+    compute   (default) both runs take `--steps` optimizer steps of 32 sentences: the multi-task
+              run spends part of its steps on POS and chunk batches, so its NER head sees about a
+              third of the NER batches the single-task run sees (the tasks share sentences and
+              sizes, so every sampler draws them about evenly). The question answered: given the
+              same training time, do the auxiliary tasks pay for themselves?
+    examples  NER sees the same number of batches in both runs (in expectation): the multi-task
+              run takes steps / p_ner steps (about 3x). The question answered: do the auxiliary
+              tasks add to what NER alone learns from the same NER data?
+
+Usage (from the repository root; data under ../shared/data or $PROMPTMUX_DATA):
+
+    .venv/bin/python bench/conll.py                   # 3 seeds, 1500 steps, compute budget
+    .venv/bin/python bench/conll.py --budget examples --seeds 1
+    .venv/bin/python bench/conll.py --steps 10 --seeds 1 --train-cap 200 --dev-cap 50 \
+        --test-cap 50 \
+        --tag smoke --results-dir /tmp/bench-smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from common import REPO, RESULTS, describe, environment, setup, write_report
+from glue5 import run_last, sampler_shares, stats, train_sizes
+
+CONLL = REPO / "configs" / "conll.yaml"
+AUX = ("pos", "chunk")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--aux", default=",".join(AUX), help="tasks trained with NER in the multi-task model"
+    )
+    p.add_argument("--budget", default="compute", choices=["compute", "examples"])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=1500, help="optimizer steps of the NER-alone run")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--train-cap",
+        type=int,
+        default=None,
+        help="training sentences kept per task (seeded sample; default all)",
+    )
+    p.add_argument(
+        "--dev-cap",
+        type=int,
+        default=None,
+        help="dev sentences kept per task (default all; for smoke runs)",
+    )
+    p.add_argument(
+        "--test-cap",
+        type=int,
+        default=None,
+        help="test sentences kept (default all; for smoke runs)",
+    )
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--head-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--sampling", default="temperature", help="sampling.strategy of the multi-task run"
+    )
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for every run",
+    )
+    p.add_argument("--tag", default="", help="suffix for the result files (conll<-tag>.json/.md)")
+    p.add_argument("--results-dir", default=str(RESULTS))
+    return p.parse_args(argv)
+
+
+def conll_config(tasks: list[str], overrides: dict[str, Any], extra: list[str]):
+    """configs/conll.yaml restricted to `tasks`, with `overrides` then `extra` applied."""
+    from promptmux.config import config_from_dict
+
+    raw = yaml.safe_load(CONLL.read_text(encoding="utf-8"))
+    unknown = sorted(set(tasks) - set(raw["tasks"]))
+    if unknown:
+        raise SystemExit(f"--aux: {unknown} not in {CONLL.name} ({', '.join(raw['tasks'])})")
+    raw["tasks"] = {t: raw["tasks"][t] for t in tasks}
+    items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + list(extra)
+    return config_from_dict(raw, items, base_dir=CONLL.parent)
+
+
+def overrides(
+    args: argparse.Namespace, tasks: list[str], steps: int, seed: int, out: Path
+) -> dict[str, Any]:
+    o = {
+        "seed": seed,
+        "model.max_length": args.max_length,
+        "sampling.strategy": args.sampling,
+        "train.max_steps": steps,
+        "train.epochs": None,
+        "train.batch_size": args.batch_size,
+        "train.grad_accum": 1,
+        "train.lr": args.lr,
+        "train.head_lr": args.head_lr,
+        "train.eval_every": steps,  # one evaluation (dev = valid.txt), after the last step
+        "train.log_every": max(1, steps // 20),
+        "train.progress": False,
+        "train.precision": args.precision,
+        "output.dir": str(out),
+        "output.tensorboard": False,
+    }
+    for split, cap in (("train", args.train_cap), ("dev", args.dev_cap), ("test", args.test_cap)):
+        if cap:
+            o.update({f"tasks.{t}.data.max_examples.{split}": cap for t in tasks})
+    return o
+
+
+def test_scores(run_dir: str) -> dict[str, dict[str, float]]:
+    """The `last` bundle (the model after the final step) on the test split, as `promptmux eval`
+    scores it."""
+    from promptmux.eval.report import evaluate_bundle
+
+    return evaluate_bundle(Path(run_dir) / "last", split="test", report_dir=Path(run_dir))[
+        "metrics"
+    ]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    st, s = report["settings"], report["summary"]
+
+    def cell(v: dict[str, float] | None) -> str:
+        return f"{v['mean']:.1f} ± {v['std']:.1f}" if v else "—"
+
+    lines = [
+        "# CoNLL-2003: NER alone vs NER + "
+        + " + ".join(a.upper() for a in report["aux"])
+        + " (one MiniLM)",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        (
+            f"Budget: **{st['budget']}**. NER alone: {report['steps']['single']} steps; "
+            "multi-task: "
+            f"{report['steps']['multi']} steps ({st['sampling']} sampling, expected NER share "
+            f"{100 * report['ner_share']:.0f}%, so about {report['ner_batches']['multi']:.0f} NER "
+            f"batches vs {report['ner_batches']['single']}). Batch {st['batch_size']}, "
+            f"lr {st['lr']} "
+            f"(heads {st['head_lr']}), {st['precision']}, {st['seeds']} seeds; train sentences per "
+            f"task: {st['train_cap'] or 'all'}; test sentences: {st['test_cap'] or 'all'}. Scored "
+            "after the last step; mean ± std over seeds. Entity F1: seqeval, exact entity match "
+            "(the CoNLL convention)."
+        ),
+        "",
+        (
+            "| model | NER entity F1 (test) | NER entity F1 (dev) | POS acc (test) "
+            "| chunk F1 (test) | wall time (min) |"
+        ),
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for mode, label in (("single", "NER alone"), ("multi", "NER + " + " + ".join(report["aux"]))):
+        m = s[mode]
+        cells = [
+            m["test"].get("ner"),
+            m["dev"].get("ner"),
+            m["test"].get("pos"),
+            m["test"].get("chunk"),
+        ]
+        lines.append(
+            f"| {label} | " + " | ".join(cell(c) for c in cells) + f" | {cell(m['wall_min'])} |"
+        )
+    d = s["multi"]["test"]["ner"]["mean"] - s["single"]["test"]["ner"]["mean"]
+    margin = 2 * max(s["multi"]["test"]["ner"]["std"], s["single"]["test"]["ner"]["std"])
+    if s["single"]["test"]["ner"]["n"] < 2:
+        verdict = "one seed: no spread to judge the difference against"
+    elif abs(d) > margin:
+        verdict = "more than 2 x the larger std over seeds: a difference the seeds support"
+    else:
+        verdict = "within 2 x the larger std over seeds: no difference the seeds support"
+    lines += [
+        "",
+        f"NER test F1, multi − single: {d:+.2f} ({verdict}).",
+        "",
+        describe(report["environment"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    setup(args.threads)
+    aux = [a for a in args.aux.split(",") if a]
+    tasks = ["ner", *aux]
+    command = "python bench/conll.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    env = environment()
+    runs: dict[str, list[dict[str, Any]]] = {"single": [], "multi": []}
+    with tempfile.TemporaryDirectory(prefix="conll-bench-") as tmp:
+        probe = conll_config(
+            tasks, overrides(args, tasks, args.steps, 0, Path(tmp) / "probe"), args.set
+        )
+        metric_of = {t: probe.main_metric(t) for t in probe.tasks}
+        share = sampler_shares(probe, train_sizes(probe), args.steps)["ner"]
+        multi_steps = args.steps if args.budget == "compute" else round(args.steps / share)
+        steps = {"single": args.steps, "multi": multi_steps}
+        print(
+            f"budget ({args.budget}): NER alone {args.steps} steps, multi-task {multi_steps} steps "
+            f"(NER share {share:.2f})",
+            flush=True,
+        )
+        for seed in range(
+            args.seeds
+        ):  # seeds outermost: both runs of a seed share the machine's conditions
+            for mode, names in (("single", ["ner"]), ("multi", tasks)):
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] seed {seed} {mode} ({steps[mode]} steps) ...",
+                    flush=True,
+                )
+                out = Path(tmp) / f"{mode}-{seed}"
+                r = run_last(
+                    conll_config(
+                        names, overrides(args, names, steps[mode], 1000 + seed, out), args.set
+                    )
+                )
+                r["test"] = test_scores(r["out_dir"])
+                shutil.rmtree(out, ignore_errors=True)
+                runs[mode].append(r)
+                print(
+                    "  test: "
+                    + ", ".join(f"{t} {m[metric_of[t]]:.2f}" for t, m in r["test"].items())
+                    + f" | {r['step_s']:.3f} s/step | {r['wall_s'] / 60:.1f} min",
+                    flush=True,
+                )
+    summary = {
+        mode: {
+            "test": {t: stats([r["test"][t][metric_of[t]] for r in rs]) for t in rs[0]["test"]},
+            "dev": {
+                t: stats([r["metrics"][t][metric_of[t]] for r in rs]) for t in rs[0]["metrics"]
+            },
+            "wall_min": stats([r["wall_s"] / 60 for r in rs]),
+        }
+        for mode, rs in runs.items()
+    }
+    report = {
+        "command": command,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")},
+        "aux": aux,
+        "metric_of": metric_of,
+        "steps": steps,
+        "ner_share": share,
+        "ner_batches": {"single": args.steps, "multi": share * multi_steps},
+        "summary": summary,
+        "runs": runs,
+        "environment": env,
+    }
+    write_report(
+        Path(args.results_dir),
+        "conll" + (f"-{args.tag}" if args.tag else ""),
+        report,
+        markdown(report),
+    )
+    return report
+
+
+if __name__ == "__main__":
+    main()
