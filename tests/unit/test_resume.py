@@ -130,3 +130,25 @@ def test_resume_under_a_changed_config_is_refused(tmp_path, tiny_backbone):
         assert (run / "last" / "model.safetensors").read_bytes() == before
         result = train(load_config(config, [f"output.dir={run}", "train.max_steps=2", "train.log_every=1"]), resume=True)
     assert result.steps == 2
+
+
+def test_resume_accepts_a_checkpoint_written_before_new_settings_existed(tmp_path, tiny_backbone):
+    """A checkpoint's config.yaml without a section added later (here model.lora, train.adversarial)
+    resumes when the current config keeps that section's defaults, and is refused when it does not."""
+    import yaml
+
+    config = write_run_config(
+        tmp_path, tiny_backbone, tasks={"sentiment": 16}, train={"max_steps": 4, "eval_every": 2}
+    )
+    run = tmp_path / "run"
+    with one_thread():
+        train(load_config(config, [f"output.dir={run}", "train.max_steps=2"]))
+        saved = run / "last" / "config.yaml"
+        old = yaml.safe_load(saved.read_text())
+        del old["model"]["lora"]
+        del old["train"]["adversarial"]
+        saved.write_text(yaml.safe_dump(old))
+        with pytest.raises(TrainingError, match=r"model\.lora\.kind"):
+            train(load_config(config, [f"output.dir={run}", "train.max_steps=2", "model.lora.kind=shared"]), resume=True)
+        result = train(load_config(config, [f"output.dir={run}", "train.max_steps=2"]), resume=True)
+    assert result.steps == 2

@@ -7,6 +7,8 @@ write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import random
 import shutil
@@ -97,7 +99,15 @@ def check_resume_config(folder: Path, config: dict[str, Any]) -> None:
     saved_file = folder / "config.yaml"
     if not saved_file.is_file():
         return
-    saved = _flatten(yaml.safe_load(saved_file.read_text(encoding="utf-8")))
+    raw = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
+    # Read the saved config through today's schema: settings added since the checkpoint was
+    # written then take their defaults, and only a real difference blocks the resume.
+    with contextlib.suppress(ValueError):
+        from promptmux.config.load import config_to_dict
+        from promptmux.config.schema import Config
+
+        raw = config_to_dict(Config.model_validate(raw))
+    saved = _flatten(raw)
     now = _flatten(config)
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_CHANGES))
     if changed:
