@@ -25,7 +25,9 @@ trainer's own loop (data loading, collation, forward, backward, optimizer step a
 Figures per configuration:
   - non-padding tokens/s: real tokens of the rows each trained on / wall seconds (median over
     rounds, with min and max); speed-ups are the medians of per-round ratios;
-  - peak RSS of its process during training (resource.getrusage ru_maxrss);
+  - peak RSS of its process up to its last training step (resource.getrusage ru_maxrss): setup,
+    tokenization (promptmux gets a fresh encoding cache, so it tokenizes as the HF side does) and
+    training;
   - MFU = achieved model FLOPs/s / measured matmul peak of its precision, with model FLOPs of a
     training step on a [B, L] batch = 6·N·B·L + 12·n_layers·d·B·L² (N: transformer-layer parameters,
     embeddings and heads excluded; the second term is attention's QK^T and AV, forward + backward),

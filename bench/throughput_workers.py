@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import resource
 import tempfile
 import time
@@ -85,8 +86,6 @@ def peak_rss_mb() -> float:
 
 def entry(conn, name: str, settings: dict[str, Any]) -> None:
     """Process target: wait for "start", train (reporting chunks), evaluate, report, exit."""
-    import os
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -179,6 +178,9 @@ def run_promptmux(name: str, settings: dict[str, Any], pacer: Pacer, tmp: Path):
     # collates through promptmux.eval.evaluator), so wrapping it there counts exactly the rows
     # trained on.
     trainer_module.collate = counting_collate
+    # A fresh encoding cache: the rows are tokenized in this run, as the Hugging Face workers
+    # tokenize theirs, so neither side's setup (nor its peak memory) depends on earlier runs.
+    os.environ["PROMPTMUX_CACHE"] = str(tmp / "cache")
     cfg = mix_config(settings, tmp / "run")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -362,7 +364,8 @@ def run_hf(name: str, settings: dict[str, Any], pacer: Pacer, tmp: Path):
         "steps": trainer.state.global_step,
         # What the Trainer really ran with (bf16 on CPU goes through accelerate's autocast).
         "mixed_precision": str(trainer.accelerator.mixed_precision),
-        "optimizer": type(trainer.optimizer).__name__,
+        "optimizer": f"{type(getattr(trainer.optimizer, 'optimizer', trainer.optimizer)).__name__} "
+        f"({getattr(args.optim, 'value', args.optim)})",
     }
     return scores, info
 

@@ -16,6 +16,12 @@ Usage (from the repository root; data under ../shared/data or $PROMPTMUX_DATA):
     .venv/bin/python bench/weighting.py --methods equal,pcgrad --seeds 1 --steps 20 --tag try
     .venv/bin/python bench/weighting.py --set train.lr=3e-5               # extra override for all runs
 
+Seeds can run as parallel processes (one thread each; on a shared 2-core machine two 1-thread
+processes get far more done than one 2-thread process) and be merged into one report:
+
+    for k in 0 1 2; do .venv/bin/python bench/weighting.py --seeds 1 --seed-offset $k --threads 1 --tag part$k & done; wait
+    .venv/bin/python bench/weighting.py --merge bench/results/weighting-part0.json,bench/results/weighting-part1.json,...
+
 Strategy options can be given per method as `name:key=value;key=value`, e.g.
 `--methods equal,cagrad:c=0.2,dwa:window=50`.
 """
@@ -42,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tasks", default="sst2,cola,mrpc,stsb,rte", help="tasks of configs/glue5.yaml (comma separated)")
     p.add_argument("--methods", default=DEFAULT_METHODS, help="weighting strategies, optionally name:key=value;...")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed-offset", type=int, default=0, help="first seed index (seeds are 1000 + index)")
+    p.add_argument("--merge", default=None, help="comma-separated weighting-*.json reports to merge (no training)")
     p.add_argument("--steps", type=int, default=1500, help="optimizer steps per run")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--train-cap", type=int, default=None, help="training rows kept per task (seeded sample; default all)")
@@ -182,6 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup(args.threads)
     from promptmux.weighting import WEIGHTINGS
 
+    if args.merge:
+        return merge(args)
     methods = [parse_method(m) for m in args.methods.split(",")]
     unknown = sorted({name for _, name, _ in methods} - set(WEIGHTINGS.names()))
     if unknown:
@@ -196,18 +206,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metric_of = {t: probe.main_metric(t) for t in probe.tasks}
         # Seeds outermost, strategies inner: machine load drifts, and each seed's strategies then
         # share the same conditions for the step-time ratio.
-        for seed in range(args.seeds):
+        for seed in range(args.seed_offset, args.seed_offset + args.seeds):
             for label, name, options in methods:
                 print(f"[{time.strftime('%H:%M:%S')}] seed {seed} {label} ...", flush=True)
                 r = run_one(args, name, options, 1000 + seed, Path(tmp) / f"{label}-{seed}".replace(":", "_").replace(";", "_"))
                 runs[label].append(r)
                 print(f"  aggregate {r['aggregate']:.2f} | " + ", ".join(f"{t} {v:.1f}" for t, v in r["scores"].items())
                       + f" | {r['step_s']:.3f} s/step | {r['wall_s'] / 60:.1f} min", flush=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir", "merge")}
+    return finish(args, command, settings, metric_of, runs, env)
+
+
+def finish(args, command: str, settings: dict[str, Any], metric_of: dict[str, str], runs: dict[str, list], env: dict[str, Any]) -> dict[str, Any]:
     summary = {label: summarize(rs, list(metric_of)) for label, rs in runs.items()}
     compare(summary, "equal")
     report = {
         "command": command,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")},
+        "settings": settings,
         "metric_of": metric_of,
         "summary": summary,
         "runs": runs,
@@ -215,6 +230,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     write_report(Path(args.results_dir), "weighting" + (f"-{args.tag}" if args.tag else ""), report, markdown(report))
     return report
+
+
+def merge(args: argparse.Namespace) -> dict[str, Any]:
+    """One report from the per-seed reports of parallel processes (same settings but the seeds)."""
+    import json
+
+    parts = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.merge.split(",")]
+    first = parts[0]
+
+    def keep(settings: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in settings.items() if k not in ("seeds", "seed_offset")}
+
+    for f, part in zip(args.merge.split(","), parts):
+        if keep(part["settings"]) != keep(first["settings"]) or list(part["runs"]) != list(first["runs"]):
+            raise SystemExit(f"--merge: {f} was run with other settings or methods than {args.merge.split(',')[0]}")
+    runs = {label: [r for part in parts for r in part["runs"][label]] for label in first["runs"]}
+    settings = dict(first["settings"], seeds=sum(p["settings"]["seeds"] for p in parts), seed_offset=0)
+    command = " ; ".join(p["command"] for p in parts) + " ; python bench/weighting.py --merge ..."
+    env = dict(first["environment"], parallel_processes=len(parts))
+    return finish(args, command, settings, first["metric_of"], runs, env)
 
 
 if __name__ == "__main__":
