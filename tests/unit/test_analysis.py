@@ -23,6 +23,7 @@ from promptmux.analysis.groups import (
     recommend,
 )
 from promptmux.analysis.plots import heatmap, value_scale
+from promptmux.analysis.report import clear_entries, standard_errors, suggest, write_report
 from promptmux.cli import app
 from promptmux.config import config_from_dict
 from promptmux.errors import ConfigError
@@ -153,6 +154,62 @@ def test_heatmap_writes_a_png_and_checks_its_shape(tmp_path: Path) -> None:
     assert value_scale(np.array([[1.0, 0.5], [-1.0, 1.0]])) == 0
 
 
+def test_standard_errors_and_clear_entries() -> None:
+    records = [
+        {"cosine": [[1.0, 0.1], [0.1, 1.0]], "lookahead": None},
+        {"cosine": [[1.0, 0.3], [0.3, 1.0]], "lookahead": [[0.5, 0.1], [0.2, 0.5]]},
+    ]
+    sem = standard_errors(records, "cosine")
+    np.testing.assert_allclose(sem, [[0.0, 0.1], [0.1, 0.0]], atol=1e-12)
+    assert standard_errors(records, "lookahead") is None  # one record holds it
+    assert clear_entries([[1.0, 0.19], [0.25, 1.0]], sem) == (1, 2)
+    assert clear_entries([[1.0, 0.5], [0.5, 1.0]], None) == (0, 2)
+
+
+def test_noisy_affinities_do_not_drive_the_recommendation() -> None:
+    """a<->b is large on average but flips sign between records; b<->c is small and steady."""
+
+    def z(ab: float, bc: float) -> list[list[float]]:
+        return [[5.0, ab, 0.0], [ab, 5.0, bc], [0.0, bc, 5.0]]
+
+    records = [{"lookahead": z(ab, bc)} for ab, bc in ((6.0, 0.9), (-3.0, 1.1), (3.0, 1.0))]
+    mean = np.mean([r["lookahead"] for r in records], axis=0).tolist()
+    cos = np.eye(3).tolist()
+    groups = suggest(
+        {"tasks": ["a", "b", "c"], "lookahead": mean, "cosine": cos, "records": records}
+    )
+    assert groups["lookahead"]["recommended"]["groups"] == [["a", "b"], ["c"]]  # the raw means
+    assert groups["basis"] == "lookahead_clear"
+    assert groups["recommended"]["groups"] == [["a"], ["b", "c"]]
+    # With nothing clear of the noise, the raw means decide (and the report says so).
+    flat = [{"lookahead": z(ab, 0.0)} for ab in (6.0, -3.0, 3.0)]
+    mean = np.mean([r["lookahead"] for r in flat], axis=0).tolist()
+    groups = suggest({"tasks": ["a", "b", "c"], "lookahead": mean, "cosine": cos, "records": flat})
+    assert groups["basis"] == "lookahead" and "lookahead_clear" not in groups
+
+
+def test_report_without_lookahead_groups_by_cosine_and_marks_gaps(tmp_path: Path) -> None:
+    """Every record at η = 0 (no lookahead), a stopped run and a baseline without dev metrics."""
+    cos = [[1.0, 0.4, -0.2], [0.4, 1.0, -0.3], [-0.2, -0.3, 1.0]]
+    record = {"step": 5, "lr": 0.0, "losses": {}, "cosine": cos, "lookahead": None, "seconds": 1.0}
+    summary = {
+        "tasks": ["a", "b", "c"], "every": 5, "probe_size": 4, "lookahead_precision": "fp32",
+        "total_steps": 10, "n_records": 1, "n_lookahead_records": 0, "cosine": cos,
+        "lookahead": None, "records": [record], "steps": 5, "stopped": "sigterm",
+    }  # fmt: skip
+    baselines = {"a": {"metric": "accuracy", "multi": 80.0, "single": None, "delta": None}}
+    payload = write_report(tmp_path, summary, baselines, "promptmux analyze x.yaml", "x.yaml")
+    assert payload["groups"]["basis"] == "cosine"
+    assert payload["groups"]["recommended"]["groups"] == [["a", "b"], ["c"]]
+    assert (tmp_path / "gradient_cosine.png").is_file()
+    assert not (tmp_path / "lookahead_affinity.png").exists()
+    md = (tmp_path / "affinity.md").read_text()
+    assert "stopped early (sigterm) after 5 steps" in md
+    assert "| a | accuracy | n/a | 80.00 | n/a |" in md
+    assert "## Lookahead task affinity" not in md
+    assert json.loads((tmp_path / "affinity.json").read_text())["lookahead_sem"] is None
+
+
 # --- the recorder in a real (tiny) training run --------------------------------------------------
 
 
@@ -252,7 +309,7 @@ def test_cli_analyze_writes_heatmaps_tables_and_groups(
     ]
     result = cli.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "suggested groups (lookahead):" in result.stdout
+    assert re.search(r"suggested groups \(lookahead(_clear)?\): \{", result.stdout)
     for name in ("lookahead_affinity.png", "gradient_cosine.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     assert (run / "best" / "bundle.json").is_file()  # the training run itself is a normal run
@@ -260,7 +317,7 @@ def test_cli_analyze_writes_heatmaps_tables_and_groups(
     assert data["tasks"] == TASKS and data["n_records"] == 3 and data["baselines"] is None
     assert np.array(data["lookahead"]).shape == (3, 3) and np.array(data["cosine"]).shape == (3, 3)
     groups = data["groups"]
-    assert groups["basis"] == "lookahead"
+    assert groups["basis"] in ("lookahead_clear", "lookahead")
     assert [len(g["groups"]) for g in groups["lookahead"]["by_count"]] == [1, 2, 3]
     members = sorted(t for g in groups["recommended"]["groups"] for t in g)
     assert members == sorted(TASKS)
@@ -278,6 +335,8 @@ def test_cli_analyze_writes_heatmaps_tables_and_groups(
     ):
         assert heading in md
     assert "| **score** |" in md and "lookahead_affinity.png" in md
+    assert " ± " in md and "off-diagonal lookahead entries lie more than two standard errors" in md
+    assert np.array(data["lookahead_sem"]).shape == (3, 3)
 
 
 def test_cli_single_task_baselines_report_deltas(

@@ -65,6 +65,9 @@ class AffinityRecord:
 class AffinityRecorder(Callback):
     """Records gradient cosine and lookahead affinity between tasks every `every` steps.
 
+    Lookahead affinity after Fifty et al. 2021 (https://arxiv.org/abs/2109.04617); see the module
+    docstring for the approximation (an SGD lookahead) and why training is left unchanged.
+
     Args:
         every: measure after every `every`-th optimizer step.
         probe_size: rows per task in each probe batch (fewer if a task has fewer training rows).

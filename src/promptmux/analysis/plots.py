@@ -69,8 +69,10 @@ def heatmap(
     fig, ax = plt.subplots(figsize=(size + 1.4, size))
     try:
         cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#dddddd")
-        masked = np.ma.masked_array(m, mask=np.eye(k, dtype=bool) if k > 1 else None)
-        image = ax.imshow(masked, cmap=cmap, vmin=-limit, vmax=limit)
+        # Colours in the annotated units, so the colour bar needs no offset label of its own.
+        masked = np.ma.masked_array(shown, mask=np.eye(k, dtype=bool) if k > 1 else None)
+        bound = limit / 10.0**exp
+        image = ax.imshow(masked, cmap=cmap, vmin=-bound, vmax=bound)
         ax.set_xticks(range(k), labels=list(tasks), rotation=45, ha="right")
         ax.set_yticks(range(k), labels=list(tasks))
         ax.set_xlabel(col_label)
@@ -82,7 +84,7 @@ def heatmap(
                 # Dark cells get white text so every annotation stays readable.
                 dark = i != j and abs(m[i, j]) > 0.6 * limit
                 colour = "white" if dark else "black"
-                text = f"{shown[i, j]:.3g}" if scale_values else f"{shown[i, j]:.2f}"
+                text = f"{shown[i, j]:.3g}" if scale_values else f"{shown[i, j]:.3f}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=9, color=colour)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         fig.tight_layout()

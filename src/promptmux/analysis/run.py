@@ -51,9 +51,8 @@ def run_analysis(
     from promptmux.train.trainer import train
 
     cfg = load_config(config, overrides)
-    recorder = AffinityRecorder(
-        every=every, probe_size=probe_size, seed=cfg.seed
-    )  # checks --every / --probe-size
+    # The recorder checks --every and --probe-size; its probe rows follow the config's seed.
+    recorder = AffinityRecorder(every=every, probe_size=probe_size, seed=cfg.seed)
     _check(cfg, config, every)
     singles = _single_configs(config, overrides, cfg, out) if single_task_baselines else {}
     command = analyze_command(config, overrides, every, probe_size, out, single_task_baselines)
@@ -63,7 +62,7 @@ def run_analysis(
     if recorder.main_process:
         summary = {**recorder.summary(), "steps": result.steps, "stopped": result.stopped}
         payload = write_report(out, summary, None, command, str(config))
-    if not singles:
+    if not singles or result.stopped == "sigterm":  # a stop request also skips the baselines
         return payload
     # Same step budget: with train.epochs the multi-task run's step count covers all tasks' rows,
     # so each single-task run is given that count explicitly.
