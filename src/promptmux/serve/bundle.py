@@ -87,6 +87,9 @@ def load_bundle(path: str | Path) -> tuple[MultiTaskModel, Any, list[TaskInfo], 
 
     folder = resolve_bundle(path)
     meta = read_bundle_meta(folder)
+    if meta.get("kind") == "t2t":
+        raise BundleError(f"{folder}: a text-to-text (decoder) bundle; load it with Predictor.from_pretrained "
+                          f"or promptmux.t2t.bundle.load_t2t_bundle")
     tasks = [TaskInfo(**t) for t in meta["tasks"]]
     settings = meta["settings"]
     for needed in ("model.safetensors", "encoder/config.json", "tokenizer"):

@@ -43,6 +43,12 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", precision: str | None = None) -> Predictor:
         """Load a bundle folder, or a run folder (its best bundle)."""
+        from promptmux.t2t.bundle import is_t2t_bundle
+
+        if is_t2t_bundle(path):  # a decoder bundle (model.kind: decoder) answers in text
+            from promptmux.t2t.predictor import T2TPredictor
+
+            return T2TPredictor.from_pretrained(path, device, precision)
         model, tokenizer, tasks, settings, folder = load_bundle(path)
         return cls(model.to(device), tokenizer, tasks, settings, folder, precision)
 

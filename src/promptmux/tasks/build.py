@@ -180,6 +180,8 @@ def _first_pass(
                 raw = str(raw).strip()
                 if not raw:
                     raise _Bad(f.label, "empty label; every train/dev/test row needs one")
+            elif task.type == "generation":
+                raw = _text(record, f.label)  # the target text the decoder learns to write
             meta = {name: record.get(name) for name in wanted} if wanted else None
             out.append(_Pending(row, origin, text, text_b, raw, meta))
         except _Bad as err:
@@ -247,7 +249,7 @@ def _sort_labels(values: set[str]) -> list[str]:
 def _label_set(
     name: str, task: TaskConfig, pending: dict[str, list[_Pending]], carved: set[str]
 ) -> list[str] | None:
-    if task.type == "regression":
+    if task.type in ("regression", "generation"):
         return None
     if task.labels is not None:
         return list(task.labels)
@@ -286,7 +288,7 @@ def _second_pass(
     out: list[Example] = []
     for p in items:
         try:
-            if task.type == "regression":
+            if task.type in ("regression", "generation"):
                 label: Any = p.raw
             elif task.type == "classification":
                 label = _lookup(ids, p.raw, field, known)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-Label = int | float | tuple[int, ...]
+Label = int | float | tuple[int, ...] | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +16,7 @@ class Example:
     - multilabel: `label` is a sorted tuple of class ids (possibly empty).
     - regression: `label` is a float.
     - token: `text` is a tuple of words and `label` a tuple of tag ids, one per word.
+    - generation: `label` is the target text (model.kind: decoder, see promptmux.t2t).
     `label` is None for unlabeled rows (prediction input). `meta` holds the row's metadata fields
     that prompt rules read (`promptmux.prompts.rules`), and only those; None when no rule reads any.
     """

@@ -110,6 +110,12 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
     `callbacks` observe the run after every optimizer step (see `Callback`), e.g. task-affinity
     analysis; they are not part of the config and not saved in checkpoints.
     """
+    if cfg.model.kind == "decoder":  # text-to-text tasks on a causal LM: their own loop
+        if callbacks:
+            raise ConfigError("model.kind: decoder runs take no training callbacks (e.g. promptmux analyze)")
+        from promptmux.t2t.trainer import train_t2t
+
+        return train_t2t(cfg, resume)
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
