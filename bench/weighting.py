@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed-offset", type=int, default=0, help="first seed index (seeds are 1000 + index)")
     p.add_argument("--merge", default=None, help="comma-separated weighting-*.json reports to merge (no training)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="allow runs without plain `equal` (only to --merge with reports that have it)")
     p.add_argument("--steps", type=int, default=1500, help="optimizer steps per run")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--train-cap", type=int, default=None, help="training rows kept per task (seeded sample; default all)")
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = sorted({name for _, name, _ in methods} - set(WEIGHTINGS.names()))
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(WEIGHTINGS.names())}")
-    if not any(name == "equal" and not opts for _, name, opts in methods):
+    if not args.no_reference and not any(name == "equal" and not opts for _, name, opts in methods):
         raise SystemExit("--methods: include plain `equal`, the reference of every comparison")
     command = "python bench/weighting.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     env = environment()
@@ -240,13 +242,21 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     first = parts[0]
 
     def keep(settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in settings.items() if k not in ("seeds", "seed_offset")}
+        return {k: v for k, v in settings.items() if k not in ("seeds", "seed_offset", "methods", "no_reference")}
 
     for f, part in zip(args.merge.split(","), parts):
-        if keep(part["settings"]) != keep(first["settings"]) or list(part["runs"]) != list(first["runs"]):
-            raise SystemExit(f"--merge: {f} was run with other settings or methods than {args.merge.split(',')[0]}")
-    runs = {label: [r for part in parts for r in part["runs"][label]] for label in first["runs"]}
-    settings = dict(first["settings"], seeds=sum(p["settings"]["seeds"] for p in parts), seed_offset=0)
+        if keep(part["settings"]) != keep(first["settings"]):
+            raise SystemExit(f"--merge: {f} was run with other settings than {args.merge.split(',')[0]}")
+    # Runs of one method may come from several parts (seeds in parallel processes, or a method
+    # added later); every method keeps all of its seeds.
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for part in parts:
+        for label, rs in part["runs"].items():
+            runs.setdefault(label, []).extend(rs)
+    if "equal" not in runs:
+        raise SystemExit("--merge: no report has runs of plain `equal`, the reference of every comparison")
+    seeds = {label: len(rs) for label, rs in runs.items()}
+    settings = dict(first["settings"], seeds=max(seeds.values()), seed_offset=0, methods=",".join(runs), seeds_per_method=seeds)
     command = " ; ".join(p["command"] for p in parts) + " ; python bench/weighting.py --merge ..."
     env = dict(first["environment"], parallel_processes=len(parts))
     return finish(args, command, settings, first["metric_of"], runs, env)
