@@ -50,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed-offset", type=int, default=0, help="first seed index (seeds are 1000 + index)")
     p.add_argument("--merge", default=None, help="comma-separated weighting-*.json reports to merge (no training)")
+    p.add_argument("--overhead-rounds", type=int, default=0,
+                   help="instead of scoring: time every method for --overhead-steps steps, in this many interleaved rounds")
+    p.add_argument("--overhead-steps", type=int, default=20)
+    p.add_argument("--overhead", default=None,
+                   help="with --merge: a weighting-overhead*.json whose interleaved step-time ratios replace the runs' own")
     p.add_argument("--no-reference", action="store_true",
                    help="allow runs without plain `equal` (only to --merge with reports that have it)")
     p.add_argument("--steps", type=int, default=1500, help="optimizer steps per run")
@@ -202,6 +207,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--methods: include plain `equal`, the reference of every comparison")
     command = "python bench/weighting.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     env = environment()
+    if args.overhead_rounds:
+        return overhead(args, methods, command, env)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in methods}
     with tempfile.TemporaryDirectory(prefix="weighting-bench-") as tmp:
         probe = build_config(args, "equal", {}, 0, Path(tmp) / "probe")
@@ -219,9 +226,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return finish(args, command, settings, metric_of, runs, env)
 
 
-def finish(args, command: str, settings: dict[str, Any], metric_of: dict[str, str], runs: dict[str, list], env: dict[str, Any]) -> dict[str, Any]:
+def finish(args, command: str, settings: dict[str, Any], metric_of: dict[str, str], runs: dict[str, list], env: dict[str, Any],
+           overhead_file: str | None = None) -> dict[str, Any]:
     summary = {label: summarize(rs, list(metric_of)) for label, rs in runs.items()}
     compare(summary, "equal")
+    if overhead_file:
+        import json
+
+        measured = json.loads(Path(overhead_file).read_text(encoding="utf-8"))
+        for label, s in summary.items():
+            ratio = measured["ratio_to_equal"].get(label)
+            s["step_time_ratio"] = ratio if ratio is not None else float("nan")
+            s["step_s"] = statistics.median(measured["step_s"][label]) if label in measured["step_s"] else float("nan")
+        settings = dict(settings, step_time_source=f"interleaved rounds ({Path(overhead_file).name})")
     report = {
         "command": command,
         "settings": settings,
@@ -231,6 +248,41 @@ def finish(args, command: str, settings: dict[str, Any], metric_of: dict[str, st
         "environment": env,
     }
     write_report(Path(args.results_dir), "weighting" + (f"-{args.tag}" if args.tag else ""), report, markdown(report))
+    return report
+
+
+def overhead(args: argparse.Namespace, methods, command: str, env: dict[str, Any]) -> dict[str, Any]:
+    """Step time of every method relative to equal weighting, measured in interleaved rounds.
+
+    A scoring run's own step times are taken minutes apart, so machine-load drift between the
+    strategies' runs ends up in their ratio. Here every round runs each method for a few steps
+    back to back, each ratio is taken within its round, and the median over rounds is reported.
+    """
+    import copy
+
+    short = copy.copy(args)
+    short.steps, short.dev_cap = args.overhead_steps, 8  # the one final evaluation is not timed anyway
+    per_round: dict[str, list[float]] = {label: [] for label, _, _ in methods}
+    with tempfile.TemporaryDirectory(prefix="weighting-overhead-") as tmp:
+        for r in range(args.overhead_rounds):
+            for label, name, options in methods:
+                out = Path(tmp) / f"{label}-{r}".replace(":", "_").replace(";", "_")
+                per_round[label].append(run_one(short, name, options, 1000 + r, out)["step_s"])
+            print(f"[{time.strftime('%H:%M:%S')}] round {r}: "
+                  + ", ".join(f"{lb} {v[-1]:.3f}s" for lb, v in per_round.items()), flush=True)
+    ratios = {label: statistics.median(v / e for v, e in zip(vals, per_round["equal"])) for label, vals in per_round.items()}
+    report = {"command": command, "environment": env, "step_s": per_round, "ratio_to_equal": ratios,
+              "settings": {"steps_per_round": args.overhead_steps, "rounds": args.overhead_rounds,
+                           "batch_size": args.batch_size, "threads": args.threads, "precision": args.precision}}
+    lines = ["# Weighting strategies: step time relative to equal weighting (interleaved rounds)", "",
+             f"Command: `{command}`", "",
+             f"{args.overhead_rounds} rounds; each round trains every method for {args.overhead_steps} steps of "
+             f"{args.batch_size} rows (mixed-task batches of the GLUE tasks) back to back; ratio = median over rounds "
+             "of (method s/step) / (equal s/step) in the same round.", "",
+             "| strategy | s/step per round | ratio to equal |", "|---|---|---:|"]
+    lines += [f"| {lb} | {', '.join(f'{v:.3f}' for v in per_round[lb])} | {ratios[lb]:.2f} |" for lb in per_round]
+    lines += ["", describe(env)]
+    write_report(Path(args.results_dir), "weighting-overhead" + (f"-{args.tag}" if args.tag else ""), report, "\n".join(lines) + "\n")
     return report
 
 
@@ -259,7 +311,8 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     settings = dict(first["settings"], seeds=max(seeds.values()), seed_offset=0, methods=",".join(runs), seeds_per_method=seeds)
     command = " ; ".join(p["command"] for p in parts) + " ; python bench/weighting.py --merge ..."
     env = dict(first["environment"], parallel_processes=len(parts))
-    return finish(args, command, settings, first["metric_of"], runs, env)
+    report = finish(args, command, settings, first["metric_of"], runs, env, overhead_file=args.overhead)
+    return report
 
 
 if __name__ == "__main__":
