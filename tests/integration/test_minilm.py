@@ -39,12 +39,15 @@ def test_demo_tasks_learn_well_above_chance(demo_run):
 def test_bundle_round_trip_predicts_like_the_trained_model(demo_run):
     from promptmux.data.encode import encode_examples
     from promptmux.eval.evaluator import run_task
+    from promptmux.prompts.rules import apply_prompts
     from promptmux.serve.predictor import Predictor
 
     predictor = Predictor.from_pretrained(demo_run.out_dir / "last")
     texts = ["Chelsea won the cup final after extra time.", "The new phone ships with a faster chip.", "Shares fell sharply."]
     loaded = predictor.predict("topic", texts)
-    examples = predictor.examples("topic", texts)
+    # Predictor.examples gives the raw inputs; the task's prompt (template, rules) wraps them at encoding.
+    info = predictor.tasks["topic"]
+    examples = apply_prompts(predictor.examples("topic", texts), info.prompt, info.rules or ())
     enc = encode_examples(examples, predictor.tokenizer, "classification", predictor.max_length, len(predictor.tasks["topic"].labels))
     preds, scores = run_task(demo_run.model, "topic", enc, predictor.pad_id, precision=predictor.precision, with_scores=True)
     assert [p["label"] for p in loaded] == [predictor.tasks["topic"].labels[i] for i in preds]
