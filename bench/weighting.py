@@ -298,7 +298,8 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     first = parts[0]
 
     def keep(settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in settings.items() if k not in ("seeds", "seed_offset", "methods", "no_reference")}
+        ignored = ("seeds", "seed_offset", "methods", "no_reference", "overhead_rounds", "overhead_steps", "overhead")
+        return {k: v for k, v in settings.items() if k not in ignored}
 
     for f, part in zip(args.merge.split(","), parts):
         if keep(part["settings"]) != keep(first["settings"]):
