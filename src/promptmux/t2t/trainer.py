@@ -13,7 +13,6 @@ SIGTERM handling and the non-finite-loss guard.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from promptmux.data.samplers import build_sampler
 from promptmux.data.streams import TaskStream
 from promptmux.errors import DataError, TrainingError
 from promptmux.eval.evaluator import autocast
-from promptmux.fsutil import atomic_directory, atomic_write_text
 from promptmux.t2t import data as t2t_data
 from promptmux.t2t.bundle import lm_source, read_trained_parts, write_t2t_bundle
 from promptmux.t2t.infer import evaluate
@@ -37,6 +35,7 @@ from promptmux.t2t.model import T2TModel, build_model, build_optimizer, load_lm
 from promptmux.t2t.tasks import T2TTask, build_tasks
 from promptmux.tasks.spec import TaskData
 from promptmux.train import checkpoint as ckpt
+from promptmux.train.bookkeeping import checkpoint_after_evaluation, record_evaluation, write_results
 from promptmux.train.logger import RunLogger
 from promptmux.train.setup import build_scheduler, total_steps
 
@@ -217,15 +216,8 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
                 sampler.observe({t: m[cfg.main_metric(t)] for t, m in last_metrics.items()})
                 if improved:
                     best_metrics = last_metrics
-                    if acc.is_main_process:
-                        with atomic_directory(out / "best") as tmp:
-                            write_files(tmp)
-                    acc.wait_for_everyone()
-                save_last()
-                patience = cfg.train.early_stopping_patience
-                if patience is not None and state["evals_since_best"] >= patience:
+                if checkpoint_after_evaluation(cfg, acc, out, state, improved, write_files, save_last, logger):
                     stopped = "early_stopping"
-                    logger.message(f"early stopping at step {step}: no improvement in {patience} evaluations")
                     break
             elif stop.requested:
                 save_last()
@@ -233,17 +225,13 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
                 stopped = "sigterm"
                 logger.message(f"SIGTERM: checkpoint saved at step {step}; continue with --resume")
                 break
-    if acc.is_main_process:
-        summary = {"steps": state["step"], "best_step": state["best_step"], "best_score": state["best_score"],
-                   "best_metrics": best_metrics, "last_metrics": last_metrics, "stopped": stopped}
-        atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
-    acc.wait_for_everyone()
+    write_results(acc, out, state, best_metrics, last_metrics, stopped)
     return TrainResult(out, state["step"], state["best_step"], state["best_score"], best_metrics, last_metrics, stopped, raw_model)
 
 
 def _evaluate(cfg: Config, acc, model: T2TModel, data: T2TData, tokenizer, state: dict, logger: RunLogger):
     """Dev metrics on the main process, shared with the others; best-model bookkeeping."""
-    from promptmux.eval.metrics import aggregate_score, format_table
+    from promptmux.eval.metrics import aggregate_score
 
     metrics: dict[str, dict[str, float]] = {}
     score = None
@@ -252,19 +240,4 @@ def _evaluate(cfg: Config, acc, model: T2TModel, data: T2TData, tokenizer, state
         if dev:
             metrics = evaluate(model, data.tasks, dev, tokenizer, cfg.model.max_length, cfg.train.eval_batch_size, cfg.train.precision)
             score = aggregate_score({t: m[cfg.main_metric(t)] for t, m in metrics.items()})
-    if acc.num_processes > 1:
-        import torch.distributed as dist
-
-        box = [metrics, score]
-        dist.broadcast_object_list(box, src=0)
-        metrics, score = box
-    improved = score is None or state["best_score"] is None or score > state["best_score"]
-    if improved:
-        state["best_score"], state["best_step"], state["evals_since_best"] = score, state["step"], 0
-    else:
-        state["evals_since_best"] += 1
-    if acc.is_main_process and metrics:
-        logger.event("eval", state["step"], metrics=metrics, aggregate=score)
-        logger.message(f"eval @ step {state['step']}: aggregate {score:.2f}{'  (best)' if improved else ''}\n"
-                       + format_table(metrics, {t: cfg.main_metric(t) for t in metrics}))
-    return metrics, improved
+    return record_evaluation(cfg, acc, state, logger, metrics, score)

@@ -23,7 +23,7 @@ from promptmux.data.samplers import build_sampler
 from promptmux.data.streams import TaskStream
 from promptmux.errors import ConfigError, TrainingError
 from promptmux.eval.evaluator import autocast, evaluate
-from promptmux.fsutil import atomic_directory, atomic_write_text, recover_directory
+from promptmux.fsutil import recover_directory
 from promptmux.model.backbone import count_parameters, load_backbone
 from promptmux.model.lora import freeze_encoder, lora_share
 from promptmux.model.multitask import MultiTaskModel, build_model
@@ -33,6 +33,7 @@ from promptmux.serve.bundle import write_bundle
 from promptmux.train import checkpoint as ckpt
 from promptmux.train.adversarial import build_adversary
 from promptmux.train.distill import build_distiller
+from promptmux.train.bookkeeping import checkpoint_after_evaluation, record_evaluation, write_results
 from promptmux.train.logger import RunLogger
 from promptmux.train.setup import PreparedData, build_optimizer, build_scheduler, prepare_data, total_steps
 from promptmux.train.task_grads import TaskGradients
@@ -302,15 +303,8 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
                 sampler.observe({t: m[cfg.main_metric(t)] for t, m in last_metrics.items()})
                 if improved:
                     best_metrics = last_metrics
-                    if acc.is_main_process:
-                        with atomic_directory(out / "best") as tmp:
-                            write_files(tmp)
-                    acc.wait_for_everyone()
-                save_last()
-                patience = cfg.train.early_stopping_patience
-                if patience is not None and state["evals_since_best"] >= patience:
+                if checkpoint_after_evaluation(cfg, acc, out, state, improved, write_files, save_last, logger):
                     stopped = "early_stopping"
-                    logger.message(f"early stopping at step {step}: no improvement in {patience} evaluations")
                     break
             elif stop.requested:
                 save_last()  # a preempted job has seconds to exit: save the state, skip the evaluation
@@ -322,20 +316,12 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
         ctx = StepContext(state["step"], steps, cfg, raw_model, data, pad_id, acc, optimizer, scheduler, logger)
         for cb in callbacks:
             cb.on_train_end(ctx)
-    if acc.is_main_process:
-        import json
-
-        summary = {
-            "steps": state["step"], "best_step": state["best_step"], "best_score": state["best_score"],
-            "best_metrics": best_metrics, "last_metrics": last_metrics, "stopped": stopped,
-        }
-        atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
-    acc.wait_for_everyone()
+    write_results(acc, out, state, best_metrics, last_metrics, stopped)
     return TrainResult(out, state["step"], state["best_step"], state["best_score"], best_metrics, last_metrics, stopped, raw_model)
 
 
 def _evaluate(cfg: Config, acc, model: MultiTaskModel, data: PreparedData, pad_id: int, state: dict, logger: RunLogger):
-    """Evaluate on the main process, share the score, update best-model bookkeeping."""
+    """Evaluate on the main process; share the score and keep the best-model bookkeeping."""
     from promptmux.eval.metrics import aggregate_score
 
     metrics: dict[str, dict[str, float]] = {}
@@ -345,26 +331,7 @@ def _evaluate(cfg: Config, acc, model: MultiTaskModel, data: PreparedData, pad_i
         if dev:
             metrics = evaluate(model, data.tasks, dev, pad_id, cfg.train.eval_batch_size, cfg.train.precision)
             score = aggregate_score({t: m[cfg.main_metric(t)] for t, m in metrics.items()})
-    if acc.num_processes > 1:
-        import torch.distributed as dist
-
-        box = [metrics, score]
-        dist.broadcast_object_list(box, src=0)
-        metrics, score = box
-    improved = score is not None and (state["best_score"] is None or score > state["best_score"])
-    if score is None:
-        improved = True  # no dev data anywhere: the latest model is the best we know
-    if improved:
-        state["best_score"], state["best_step"], state["evals_since_best"] = score, state["step"], 0
-    else:
-        state["evals_since_best"] += 1
-    if acc.is_main_process and metrics:
-        from promptmux.eval.metrics import format_table
-
-        logger.event("eval", state["step"], metrics=metrics, aggregate=score)
-        logger.message(f"eval @ step {state['step']}: aggregate {score:.2f}{'  (best)' if improved else ''}\n"
-                       + format_table(metrics, {t: cfg.main_metric(t) for t in metrics}))
-    return metrics, improved
+    return record_evaluation(cfg, acc, state, logger, metrics, score)
 
 
 def _prompt_share(model: MultiTaskModel, total: int) -> str:
