@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 from common import REPO, RESULTS, describe, environment, setup, write_report
-from glue5 import run_last, sampler_shares, stats, train_sizes
+from glue5 import run_last, sampler_shares, seeds_text, stats, train_sizes
 
 CONLL = REPO / "configs" / "conll.yaml"
 AUX = ("pos", "chunk")
@@ -162,7 +162,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{100 * report['ner_share']:.0f}%, so about {report['ner_batches']['multi']:.0f} NER "
             f"batches vs {report['ner_batches']['single']}). Batch {st['batch_size']}, "
             f"lr {st['lr']} "
-            f"(heads {st['head_lr']}), {st['precision']}, {st['seeds']} seeds; train sentences per "
+            f"(heads {st['head_lr']}), {st['precision']}, {seeds_text(st)}; train sentences per "
             f"task: {st['train_cap'] or 'all'}; test sentences: {st['test_cap'] or 'all'}. Scored "
             "after the last step; mean ± std over seeds. Entity F1: seqeval, exact entity match "
             "(the CoNLL convention)."
@@ -248,6 +248,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     + f" | {r['step_s']:.3f} s/step | {r['wall_s'] / 60:.1f} min",
                     flush=True,
                 )
+            # Write after every seed: a run cut short still leaves the seeds it finished.
+            report = build_report(args, command, env, aux, metric_of, steps, share, runs, seed + 1)
+            write_report(
+                Path(args.results_dir),
+                "conll" + (f"-{args.tag}" if args.tag else ""),
+                report,
+                markdown(report),
+            )
+    return report
+
+
+def build_report(
+    args: argparse.Namespace,
+    command: str,
+    env: dict[str, Any],
+    aux: list[str],
+    metric_of: dict[str, str],
+    steps: dict[str, int],
+    share: float,
+    runs: dict[str, list[dict[str, Any]]],
+    seeds_done: int,
+) -> dict[str, Any]:
     summary = {
         mode: {
             "test": {t: stats([r["test"][t][metric_of[t]] for r in rs]) for t in rs[0]["test"]},
@@ -258,24 +280,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         for mode, rs in runs.items()
     }
+    settings = {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")}
+    settings["seeds"], settings["seeds_planned"] = seeds_done, args.seeds
     report = {
         "command": command,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")},
+        "settings": settings,
         "aux": aux,
         "metric_of": metric_of,
         "steps": steps,
         "ner_share": share,
-        "ner_batches": {"single": args.steps, "multi": share * multi_steps},
+        "ner_batches": {"single": steps["single"], "multi": share * steps["multi"]},
         "summary": summary,
         "runs": runs,
         "environment": env,
     }
-    write_report(
-        Path(args.results_dir),
-        "conll" + (f"-{args.tag}" if args.tag else ""),
-        report,
-        markdown(report),
-    )
     return report
 
 

@@ -257,6 +257,11 @@ def aims(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def seeds_text(settings: dict[str, Any]) -> str:
+    done, planned = settings["seeds"], settings.get("seeds_planned", settings["seeds"])
+    return f"{done} seeds" + (f" (of {planned} planned)" if done < planned else "")
+
+
 def markdown(report: dict[str, Any]) -> str:
     st, s, metric_of = report["settings"], report["summary"], report["metric_of"]
     tasks = list(metric_of)
@@ -273,7 +278,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Command: `{report['command']}`",
         "",
-        f"{st['seeds']} seeds; batch {st['batch_size']}; lr {st['lr']} (heads {st['head_lr']}); "
+        f"{seeds_text(st)}; batch {st['batch_size']}; lr {st['lr']} (heads {st['head_lr']}); "
         f"{st['precision']}; max length {st['max_length']}; train rows per task: "
         f"{st['train_cap'] or 'all'}; dev rows per task: {st['dev_cap'] or 'all'}. Multi-task: "
         f"{report['multi_steps']} steps, {st['sampling']} sampling{temp}. Single-task steps (the "
@@ -400,31 +405,62 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     + f" | {r['step_s']:.3f} s/step | {r['wall_s'] / 60:.1f} min",
                     flush=True,
                 )
+            # Write after every seed: a run cut short still leaves the seeds it finished.
+            report = build_report(
+                args,
+                command,
+                env,
+                metric_of,
+                sizes,
+                shares,
+                single_steps,
+                per_task,
+                multi,
+                seed + 1,
+            )
+            write_report(
+                Path(args.results_dir),
+                "glue5" + (f"-{args.tag}" if args.tag else ""),
+                report,
+                markdown(report),
+            )
+    return report
+
+
+def build_report(
+    args: argparse.Namespace,
+    command: str,
+    env: dict[str, Any],
+    metric_of: dict[str, str],
+    sizes: dict[str, int],
+    shares: dict[str, float],
+    single_steps: dict[str, int],
+    per_task: dict[str, list[dict[str, Any]]],
+    multi: list[dict[str, Any]],
+    seeds_done: int,
+) -> dict[str, Any]:
+    tasks = list(metric_of)
     summary = {}
-    if "single" in modes:
-        summary["single"] = summarize(merge_single(per_task, args.seeds), tasks, metric_of)
-    if "multi" in modes:
+    if all(per_task.values()):
+        summary["single"] = summarize(merge_single(per_task, seeds_done), tasks, metric_of)
+    if multi:
         summary["multi"] = summarize(multi, tasks, metric_of)
+    settings = {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")}
+    settings["seeds"], settings["seeds_planned"] = seeds_done, args.seeds
     report = {
         "command": command,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")},
+        "settings": settings,
         "metric_of": metric_of,
         "train_sizes": sizes,
         "sampler_shares": shares,
         "single_steps": single_steps,
-        "multi_steps": multi_steps,
+        "multi_steps": sum(single_steps.values()),
         "published": PUBLISHED,
         "summary": summary,
         "runs": {"single": per_task, "multi": multi},
         "environment": env,
     }
     report["aims"] = aims(report)
-    write_report(
-        Path(args.results_dir),
-        "glue5" + (f"-{args.tag}" if args.tag else ""),
-        report,
-        markdown(report),
-    )
     return report
 
 
