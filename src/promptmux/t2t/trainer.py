@@ -26,7 +26,7 @@ from promptmux.config.load import config_to_dict
 from promptmux.config.schema import Config
 from promptmux.data.samplers import build_sampler
 from promptmux.data.streams import TaskStream
-from promptmux.errors import DataError, TrainingError
+from promptmux.errors import DataError
 from promptmux.eval.evaluator import autocast
 from promptmux.t2t import data as t2t_data
 from promptmux.t2t.bundle import lm_source, read_trained_parts, write_t2t_bundle
@@ -124,22 +124,13 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
     sampler.set_total_steps(steps)
     state: dict[str, Any] = {"step": 0, "best_score": None, "best_step": None, "evals_since_best": 0, "tokens": 0}
     if folder is not None:
-        saved = ckpt.read_state(folder)
-        if saved.get("world_size", 1) != world:
-            raise TrainingError(f"--resume: checkpoint was written by {saved.get('world_size')} processes, this run has {world}")
-        state.update(saved["trainer"])
-        sampler.load_state_dict(saved["sampler"])
-        for t, s in saved["streams"].items():
-            streams[t].load_state_dict(s)
-        weighting.load_state_dict(ckpt.load_torch(folder, "weighting.pt"))
+        ckpt.restore_loop_state(folder, world, state, sampler, streams, weighting)
     optimizer = build_optimizer(cfg, model, weighting)
     scheduler = build_scheduler(cfg, optimizer, steps)
     model, optimizer = acc.prepare(model, optimizer)
     raw_model: T2TModel = acc.unwrap_model(model)
     if folder is not None:
-        optimizer.load_state_dict(ckpt.load_torch(folder, "optimizer.pt"))
-        scheduler.load_state_dict(ckpt.load_torch(folder, "scheduler.pt"))
-        ckpt.load_rng(folder, rank)
+        ckpt.restore_optimizer(folder, optimizer, scheduler, rank)
 
     total = sum(p.numel() for p in raw_model.parameters())
     trainable = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
@@ -157,7 +148,7 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
     def save_last() -> None:
         ckpt.save_checkpoint(
             acc, out / "last", write_files, optimizer, scheduler, weighting,
-            {"trainer": state, "sampler": sampler.state_dict(), "streams": {t: s.state_dict() for t, s in streams.items()}},
+            ckpt.loop_state(state, sampler, streams),
         )
 
     def next_batch() -> t2t_data.T2TBatch:

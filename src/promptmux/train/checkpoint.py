@@ -8,7 +8,6 @@ write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import contextlib
-
 import json
 import random
 import shutil
@@ -140,3 +139,41 @@ def load_rng(folder: Path, process_index: int) -> None:
 
 def load_torch(folder: Path, name: str) -> Any:
     return torch.load(folder / name, weights_only=False, map_location="cpu")
+
+
+def loop_state(state: dict[str, Any], sampler: Any, streams: dict[str, Any]) -> dict[str, Any]:
+    """What a training loop saves besides the model and optimizer: its counters, the sampler's
+    and every task stream's position (the `extra` argument of save_checkpoint)."""
+    return {
+        "trainer": state,
+        "sampler": sampler.state_dict(),
+        "streams": {t: s.state_dict() for t, s in streams.items()},
+    }
+
+
+def restore_loop_state(
+    folder: Path, world: int, state: dict[str, Any], sampler: Any, streams: dict[str, Any], weighting: Any
+) -> None:
+    """Loads what loop_state saved (and the weighting's state) back into a resumed loop, in place.
+
+    Raises:
+        TrainingError: the checkpoint was written by another number of processes (the streams
+            hand each process its share of rows, so the data order would change).
+    """
+    saved = read_state(folder)
+    if saved.get("world_size", 1) != world:
+        raise TrainingError(
+            f"--resume: checkpoint was written by {saved.get('world_size')} processes, this run has {world}"
+        )
+    state.update(saved["trainer"])
+    sampler.load_state_dict(saved["sampler"])
+    for t, s in saved["streams"].items():
+        streams[t].load_state_dict(s)
+    weighting.load_state_dict(load_torch(folder, "weighting.pt"))
+
+
+def restore_optimizer(folder: Path, optimizer: Any, scheduler: Any, process_index: int) -> None:
+    """Optimizer, scheduler and this process's RNG state of a resumed run (after acc.prepare)."""
+    optimizer.load_state_dict(load_torch(folder, "optimizer.pt"))
+    scheduler.load_state_dict(load_torch(folder, "scheduler.pt"))
+    load_rng(folder, process_index)

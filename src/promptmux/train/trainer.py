@@ -163,14 +163,7 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
         from promptmux.serve.bundle import load_weights
 
         load_weights(model, folder)
-        saved = ckpt.read_state(folder)
-        if saved.get("world_size", 1) != world:
-            raise TrainingError(f"--resume: checkpoint was written by {saved.get('world_size')} processes, this run has {world}")
-        state.update(saved["trainer"])
-        sampler.load_state_dict(saved["sampler"])
-        for t, s in saved["streams"].items():
-            streams[t].load_state_dict(s)
-        weighting.load_state_dict(ckpt.load_torch(folder, "weighting.pt"))
+        ckpt.restore_loop_state(folder, world, state, sampler, streams, weighting)
     optimizer = build_optimizer(cfg, model, weighting)
     scheduler = build_scheduler(cfg, optimizer, steps)
     model, optimizer = acc.prepare(model, optimizer)
@@ -186,9 +179,7 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
     adversary = build_adversary(cfg.train.adversarial, raw_model, names, acc, cfg.train.precision, cfg.train.grad_accum)
     distiller = build_distiller(cfg, raw_model, data.tasks, tokenizer, acc.device)
     if folder is not None:
-        optimizer.load_state_dict(ckpt.load_torch(folder, "optimizer.pt"))
-        scheduler.load_state_dict(ckpt.load_torch(folder, "scheduler.pt"))
-        ckpt.load_rng(folder, rank)
+        ckpt.restore_optimizer(folder, optimizer, scheduler, rank)
 
     logger = RunLogger(out, steps, state["step"], acc.is_main_process, cfg.output.tensorboard, cfg.train.progress)
     logger.message(
@@ -211,7 +202,7 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
     def save_last() -> None:
         ckpt.save_checkpoint(
             acc, out / "last", write_files, optimizer, scheduler, weighting,
-            {"trainer": state, "sampler": sampler.state_dict(), "streams": {t: s.state_dict() for t, s in streams.items()}},
+            ckpt.loop_state(state, sampler, streams),
         )
 
     def next_batch() -> Batch:
