@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError
 
 from promptmux.config.load import (
@@ -36,6 +35,7 @@ from promptmux.config.load import (
     _format_validation_error,
     apply_override,
     config_from_dict,
+    read_yaml,
 )
 from promptmux.config.schema import Config, Strict
 from promptmux.errors import ConfigError
@@ -108,12 +108,7 @@ def load_add_task(
 ) -> AddTaskSpec:
     """Read, override and validate a new-task file against the bundle it extends."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"new-task file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = read_yaml(path, "new-task file")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (tasks, train, add_task)")
     data = _expand_env(deepcopy(raw), "")

@@ -33,15 +33,26 @@ _EXTENSIONS = {
 }
 
 
+def read_yaml(path: Path, what: str, where: str = "") -> Any:
+    """The parsed YAML document at `path`.
+
+    Raises:
+        ConfigError: no such file, or not valid YAML; the message starts with `where` (a flag
+            name, say) when given and names `what` the file is.
+    """
+    prefix = f"{where} " if where else ""
+    if not path.is_file():
+        raise ConfigError(f"{prefix}{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{prefix}{path}: not valid YAML: {e}") from None
+
+
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML file, apply `key=value` overrides and return a validated `Config`."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = read_yaml(path, "config file")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys (tasks, model, train, ...)")
     return config_from_dict(raw, overrides, base_dir=path.parent)

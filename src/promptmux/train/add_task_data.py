@@ -12,10 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from promptmux.config.add_task import BundleFacts
-from promptmux.config.load import config_from_dict
+from promptmux.config.load import config_from_dict, read_yaml
 from promptmux.errors import ConfigError, DataError
 from promptmux.model.multitask import TaskInfo
 from promptmux.train.setup import PreparedData, prepare_data
@@ -101,12 +99,7 @@ def _source(
         }
         return f"{bundle.folder / 'config.yaml'}", tasks, bundle.folder, None
     path = Path(meta_config)
-    if not path.is_file():
-        raise ConfigError(f"--meta-config: file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--meta-config {path}: not valid YAML: {e}") from None
+    raw = read_yaml(path, "file", where="--meta-config")
     if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), dict) or not raw["tasks"]:
         raise ConfigError(
             f"--meta-config {path}: tasks: expected a mapping of the bundle's task names to their data"
