@@ -520,6 +520,11 @@ def test_old_task_data_missing_is_skipped_for_scores_but_needed_by_reptile(
         ConfigError, match="--meta-config .*tasks.elsewhere is not a task of the bundle"
     ):
         add_task(bundle, spec, tmp_path / "out4", meta_config=bad)
+    with pytest.raises(ConfigError, match="--meta-config file not found: .*absent.yaml"):
+        add_task(bundle, spec, tmp_path / "out5", meta_config=tmp_path / "absent.yaml")
+    bad.write_text("tasks: [")
+    with pytest.raises(ConfigError, match="--meta-config .*bad_meta.yaml: not valid YAML"):
+        add_task(bundle, spec, tmp_path / "out6", meta_config=bad)
 
 
 # --- CLI ------------------------------------------------------------------------------------------
