@@ -2,10 +2,12 @@
 
 For each task, `promptmux.prompts.search.search_prompts` scores every candidate template (plain
 input, keyword-built prompts mined from train by information gain, label-name prompts, generic
-prompts) with a frozen MiniLM and a linear probe, and chooses the best on a selection split carved
-from TRAIN. The task's dev split is never used to choose; it is where the chosen prompt is compared
-with the median candidate. A paired bootstrap over dev rows (the same resample for every candidate)
-gives a 95% interval for "chosen minus median candidate".
+prompts) with a frozen MiniLM and a linear probe, and chooses the best by k-fold cross-validation
+of the probe on a seeded sample of TRAIN rows. For the chosen prompt, the CV gaps over the
+runner-up and over the median candidate come with paired standard errors (same rows, same folds).
+The task's dev split is never used to choose; it is where the chosen prompt is compared with the
+median candidate. A paired bootstrap over dev rows (the same resample for every candidate) gives a
+95% interval for "chosen minus median candidate".
 
 Tasks: GLUE SST-2, MRPC and RTE from configs/glue5.yaml, and AG News (its 10,429-row train prefix;
 the official test set, capped, as dev) from shared/data.
@@ -14,6 +16,7 @@ Usage (from the repository root; data under ../shared/data or $PROMPTMUX_DATA):
 
     .venv/bin/python bench/prompt_search.py                       # sst2,mrpc,rte,ag_news
     .venv/bin/python bench/prompt_search.py --tasks sst2 --tag try
+    .venv/bin/python bench/prompt_search.py --tasks mrpc --train-rows 300 --results-dir /tmp/ps
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,15 +51,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tasks", default="sst2,mrpc,rte,ag_news", help="glue5 task names and/or ag_news"
     )
     p.add_argument(
-        "--train-rows", type=int, default=1000, help="rows to fit each candidate's probe on"
+        "--train-rows",
+        type=int,
+        default=4000,
+        help="train rows (all if fewer) to cross-validate each candidate's probe on",
     )
-    p.add_argument("--select-rows", type=int, default=600, help="train rows held out to choose on")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (>= 2)")
     p.add_argument("--max-candidates", type=int, default=10)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples of dev")
     p.add_argument("--threads", type=int, default=1, help="1: no spin-waiting on shared cores")
     p.add_argument("--tag", default="", help="suffix of the result files (prompt_search<-tag>.md)")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--results-dir", type=Path, default=RESULTS, help="folder for the .md and .json results"
+    )
+    args = p.parse_args(argv)
+    if args.folds < 2:
+        p.error(f"--folds must be >= 2, got {args.folds}")
+    return args
 
 
 def task_config(name: str, max_length: int):
@@ -96,6 +109,13 @@ def bootstrap_gap(result, n: int, seed: int = 0) -> dict[str, float]:
     }
 
 
+def gap_cell(gap: dict[str, float | None] | None) -> str:
+    """The cell "+1.23 ± 0.80" from a summary's CV gap ("" without one, no ± without an SE)."""
+    if gap is None:
+        return ""
+    return f"{gap['gap']:+.2f}" + ("" if gap["se"] is None else f" ± {gap['se']:.2f}")
+
+
 def render(report: dict[str, Any], sections: list[str]) -> str:
     """The markdown page: method, command, machine, the summary table, then each task's table."""
     lines = [
@@ -104,9 +124,13 @@ def render(report: dict[str, Any], sections: list[str]) -> str:
         (
             "Each candidate template is scored by a linear probe (logistic regression) on frozen, "
             "mean-pooled MiniLM embeddings of the prompted text; the prompt with the best main "
-            "metric on a **selection split carved from train** is chosen. Dev is never used to "
-            "choose: it is where the chosen prompt is compared with the median candidate. "
-            "IG = H(Y) − H(Y | Ŷ) in bits between gold and probe-predicted labels."
+            "metric by **k-fold cross-validation on a sample of train rows** (pooled out-of-fold "
+            "predictions) is chosen. CV gaps of the chosen prompt over the runner-up and over the "
+            "median candidate carry a paired standard error (per-row jackknife values on the same "
+            "rows and folds; a gap within about 2 SE is noise). Dev is never used to choose: it is "
+            "where the chosen prompt is compared with the median candidate (the dev probe is "
+            "fitted on the CV rows). IG = H(Y) − H(Y | Ŷ) in bits between gold and "
+            "probe-predicted labels."
         ),
         "",
         f"Command: `{report['command']}`",
@@ -114,10 +138,12 @@ def render(report: dict[str, Any], sections: list[str]) -> str:
         describe(report["environment"]),
         "",
         (
-            "| task | metric | candidates | chosen prompt | chosen dev | median candidate dev "
-            "| chosen − median | 95% bootstrap | plain input dev | best dev |"
+            "| task | metric | candidates | chosen prompt | CV rows | CV chosen "
+            "| CV vs runner-up ± paired SE | CV vs median ± paired SE | chosen dev "
+            "| median candidate dev | chosen − median | 95% bootstrap | plain input dev "
+            "| best dev |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, data in report["tasks"].items():
         s = data["summary"]
@@ -125,6 +151,8 @@ def render(report: dict[str, Any], sections: list[str]) -> str:
         plain = "" if s["plain_dev"] is None else f"{s['plain_dev']:.2f}"
         lines.append(
             f"| {name} | {s['metric']} | {s['n_candidates']} | `{s['chosen_template']}` "
+            f"| {s['folds']}-fold, {s['cv_rows']} | {s['chosen_cv']:.2f} "
+            f"| {gap_cell(s['cv_vs_runner_up'])} | {gap_cell(s['cv_vs_median'])} "
             f"| {s['chosen_dev']:.2f} | {s['median_dev']:.2f} "
             f"| **{s['chosen_minus_median_dev']:+.2f}** | [{b['low']:+.2f}, {b['high']:+.2f}] "
             f"| {plain} | {s['best_dev']:.2f} |"
@@ -144,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     report: dict[str, Any] = {
         "command": command,
         "environment": env,
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "tasks": {},
     }
     stem = "prompt_search" + (f"-{args.tag}" if args.tag else "")
@@ -159,9 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         result = search_prompts(
             cfg,
             name,
-            args.train_rows,
-            args.select_rows,
-            args.max_candidates,
+            train_rows=args.train_rows,
+            folds=args.folds,
+            max_candidates=args.max_candidates,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
             backbone=backbone,
         )
@@ -179,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(so.summary_line(result), file=sys.stderr, flush=True)
         # Written after every task, so that a long run that stops keeps what it measured.
-        write_report(RESULTS, stem, report, render(report, sections))
+        write_report(args.results_dir, stem, report, render(report, sections))
 
 
 if __name__ == "__main__":

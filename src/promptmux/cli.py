@@ -209,23 +209,26 @@ def prompts_search(
     task: Annotated[str, typer.Option("--task", "-t", help="The task to search a prompt for.")] = ...,
     out: Annotated[Optional[Path], typer.Option(help="Config copy with the chosen prompt (default: CONFIG's folder, <stem>.<task>-prompt.yaml).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
-    train_rows: Annotated[int, typer.Option(help="Train rows to fit each candidate's linear probe on.")] = 2000,
-    select_rows: Annotated[int, typer.Option(help="Train rows held out to choose on (at most a third of train).")] = 1000,
+    train_rows: Annotated[int, typer.Option(help="Train rows (seeded sample; all if fewer) to cross-validate each candidate's linear probe on.")] = 4000,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds (>= 2; stratified for classification).")] = 5,
     max_candidates: Annotated[int, typer.Option(help="Most candidate templates to score.")] = 12,
     report: Annotated[Optional[Path], typer.Option(help="Folder for prompt_search_<task>.json and .md.")] = None,
 ) -> None:
     """Score candidate templates for TASK (current, pool, keyword-built, generic) with a frozen-encoder
-    linear probe, choose the best on a selection split carved from train, and write a config copy
+    linear probe, choose the best by k-fold cross-validation on train rows, and write a config copy
     with it as tasks.TASK.prompt.template (the others in prompt.pool). Dev is reported, never used to choose."""
     from promptmux.config import load_config
     from promptmux.prompts import search_output as so
+    from promptmux.prompts.cv import check_folds
     from promptmux.prompts.search import check_task, search_prompts
 
     cfg = load_config(config, overrides or [])
     check_task(cfg, task)
+    check_folds(folds)
     target = out if out is not None else so.default_out(config, task)
     so.check_out(config, target, overwrite)
-    result = search_prompts(cfg, task, train_rows, select_rows, max_candidates, progress=lambda line: typer.echo(line, err=True))
+    result = search_prompts(cfg, task, train_rows=train_rows, folds=folds, max_candidates=max_candidates,
+                            progress=lambda line: typer.echo(line, err=True))
     typer.echo(so.format_table(result))
     typer.echo(so.summary_line(result))
     so.write_search_config(config, overrides or [], cfg, result, target)
@@ -234,7 +237,7 @@ def prompts_search(
         import shlex
 
         argv = [str(config), *(overrides or []), "--task", task, "--out", str(target), "--train-rows", str(train_rows),
-                "--select-rows", str(select_rows), "--max-candidates", str(max_candidates)]
+                "--folds", str(folds), "--max-candidates", str(max_candidates)]
         paths = so.write_report(report, result, "promptmux prompts search " + shlex.join(argv))
         typer.echo(f"report: {', '.join(map(str, paths))}")
 

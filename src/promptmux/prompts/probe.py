@@ -123,13 +123,27 @@ def fit_probe(task_type: str, x: np.ndarray, y: np.ndarray, seed: int) -> Any:
     return probe
 
 
+def predict(probe: Any, x: np.ndarray) -> np.ndarray:
+    """The probe's predictions on x: class ids, a [n, n_labels] 0/1 matrix, or floats."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.asarray(probe.predict(x))
+
+
 def score_probe(
     task_type: str, probe: Any, x: np.ndarray, y: np.ndarray, labels: list[str] | None
 ) -> ProbeScore:
     """The probe's metrics, accuracy and information gain on (x, y)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pred = probe.predict(x)
+    return score_predictions(task_type, predict(probe, x), y, labels)
+
+
+def score_predictions(
+    task_type: str, pred: np.ndarray, y: np.ndarray, labels: list[str] | None
+) -> ProbeScore:
+    """Metrics, accuracy and information gain of predictions `pred` against gold `y`.
+
+    Scores a fitted probe's predictions as well as pooled out-of-fold ones (promptmux.prompts.cv).
+    """
     if task_type == "classification":
         metrics = compute_metrics(task_type, pred.tolist(), y.tolist(), labels)
         h = entropy(np.bincount(y))

@@ -1,19 +1,21 @@
 """Data-driven prompt search: score candidate templates with a cheap proxy and keep the best.
 
-The search is honest about selection: a seeded selection split is carved out of the task's TRAIN
-rows, and the winner is the candidate with the best main metric there. The task's dev split is
-never used to choose; every candidate is also scored on it, so that the report can say how the
-chosen prompt compares with the median candidate on data the choice never saw.
+The search is honest about selection: every candidate is scored by k-fold cross-validation of a
+linear probe on a seeded sample of the task's TRAIN rows, and the winner is the candidate with the
+best out-of-fold main metric. The task's dev split is never used to choose; every candidate is
+also scored on it (a probe fitted on the whole sample), so that the report can say how the chosen
+prompt compares with the median candidate on data the choice never saw.
 
 Rows used (all seeded by `cfg.seed`):
-    selection   `select_rows` train rows (at most a third of train), to choose on;
-    probe train `train_rows` of the other train rows, to fit each candidate's linear probe;
-    keywords    all non-selection train rows (at most 50,000), to mine per-label keywords;
+    CV rows     `train_rows` train rows (all of train if fewer), split in `folds` folds
+                (stratified for classification); every row is predicted once, out of fold;
+    keywords    the other train rows (at most 50,000) to mine per-label keywords, or all train
+                rows when fewer than `MIN_KEYWORD_ROWS` are left (see `carve_rows`);
     dev         the task's dev split (cap it with `tasks.T.data.max_examples.dev`).
 
-Scoring proxy: promptmux.prompts.probe (frozen encoder, pooled embeddings, linear probe).
-Candidates: promptmux.prompts.candidates. Output (table, config copy, report):
-promptmux.prompts.search_output.
+Scoring proxy: promptmux.prompts.probe (frozen encoder, pooled embeddings, linear probe) and
+promptmux.prompts.cv (folds, out-of-fold predictions, paired SEs). Candidates:
+promptmux.prompts.candidates. Output (table, config copy, report): promptmux.prompts.search_output.
 """
 
 from __future__ import annotations
@@ -29,14 +31,30 @@ import numpy as np
 from promptmux.config.schema import Config, TaskConfig
 from promptmux.errors import ConfigError, DataError
 from promptmux.prompts.candidates import Candidate, build_candidates
+from promptmux.prompts.cv import (
+    PairedGap,
+    check_cv_rows,
+    check_folds,
+    cross_val_predict,
+    fold_ids,
+    paired_gaps,
+    row_values,
+)
 from promptmux.prompts.keywords import Keyword, mine_keywords
-from promptmux.prompts.probe import ProbeScore, embed, fit_probe, score_probe, targets
+from promptmux.prompts.probe import (
+    ProbeScore,
+    embed,
+    fit_probe,
+    score_predictions,
+    score_probe,
+    targets,
+)
 from promptmux.prompts.templates import apply_template
 from promptmux.tasks.spec import Example, TaskData
 
-MIN_PROBE_ROWS = 20
-MIN_SELECT_ROWS = 10
 KEYWORD_ROWS = 50_000
+# Fewer train rows than this left over after the CV sample: mine keywords from all train rows.
+MIN_KEYWORD_ROWS = 1000
 # Rows per encoder pass. Sorted by length, small batches pad little; measured on 2 shared cores
 # (MiniLM, SST-2 rows), 32 was 20-50% faster than 128.
 EMBED_BATCH = 32
@@ -44,12 +62,17 @@ EMBED_BATCH = 32
 
 @dataclass
 class CandidateResult:
-    """One candidate's scores on the selection split and on dev (and how long it took)."""
+    """One candidate's cross-validated and dev scores (and how long it took).
+
+    `row_values` are the per-row jackknife values of the main metric on the CV rows
+    (classification only; see promptmux.prompts.cv.row_values), for paired comparisons.
+    """
 
     candidate: Candidate
-    select: ProbeScore
+    cv: ProbeScore
     dev: ProbeScore
     seconds: float
+    row_values: np.ndarray | None = None
 
     @property
     def template(self) -> str:
@@ -58,7 +81,11 @@ class CandidateResult:
 
 @dataclass
 class SearchResult:
-    """Every candidate's scores, the chosen one, and what the search was run on."""
+    """Every candidate's scores, the chosen one, and what the search was run on.
+
+    `gaps` holds the chosen candidate's CV advantage over the runner-up ("runner_up") and over the
+    median candidate ("median"), each with its paired standard error.
+    """
 
     task: str
     task_type: str
@@ -70,10 +97,15 @@ class SearchResult:
     settings: dict[str, Any] = field(default_factory=dict)
     dev_gold: np.ndarray | None = None
     seconds: float = 0.0
+    folds: int = 5
+    gaps: dict[str, PairedGap] = field(default_factory=dict)
 
     @property
     def best(self) -> CandidateResult:
         return self.results[self.chosen]
+
+    def cv_scores(self) -> list[float]:
+        return [r.cv.metrics[self.metric] for r in self.results]
 
     def dev_scores(self) -> list[float]:
         return [r.dev.metrics[self.metric] for r in self.results]
@@ -83,19 +115,17 @@ class SearchResult:
         return float(np.median(self.dev_scores()))
 
     def ranked(self) -> list[CandidateResult]:
-        """Candidates by selection score, best first (ties: candidate order)."""
-        order = sorted(range(len(self.results)), key=lambda i: (-self._sel(i), i))
+        """Candidates by CV score, best first (ties: candidate order)."""
+        scores = self.cv_scores()
+        order = sorted(range(len(self.results)), key=lambda i: (-scores[i], i))
         return [self.results[i] for i in order]
 
-    def _sel(self, i: int) -> float:
-        return self.results[i].select.metrics[self.metric]
 
-
-def choose(select_scores: list[float]) -> int:
-    """Index of the best selection score; the earliest candidate wins a tie."""
-    if not select_scores:
+def choose(cv_scores: list[float]) -> int:
+    """Index of the best cross-validated score; the earliest candidate wins a tie."""
+    if not cv_scores:
         raise ValueError("no candidates to choose from")
-    return int(np.argmax(np.asarray(select_scores, dtype=np.float64)))
+    return int(np.argmax(np.asarray(cv_scores, dtype=np.float64)))
 
 
 def check_task(cfg: Config, task: str) -> TaskConfig:
@@ -112,36 +142,29 @@ def check_task(cfg: Config, task: str) -> TaskConfig:
 
 
 def carve_rows(
-    train: list[Example], select_rows: int, train_rows: int, seed: int, task: str
-) -> tuple[list[Example], list[Example], list[Example]]:
-    """(probe train, selection, keyword rows) from a task's train split, seeded and disjoint.
+    train: list[Example], train_rows: int, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """(CV rows, keyword rows) from a task's train split, seeded.
 
-    The selection split takes `select_rows` rows but never more than a third of train; the probe
-    sample takes up to `train_rows` of the rest; keywords are mined from the rest (capped).
+    The CV sample takes `train_rows` rows (all of train if fewer). Keywords are mined from the
+    other rows (capped at `KEYWORD_ROWS`) when at least `MIN_KEYWORD_ROWS` are left, else from all
+    train rows. Mining from the CV rows would not leak labels into the CV score: a template is the
+    same text for every row, so it cannot tell the probe which label one row has. Disjoint rows are
+    still cleaner (the CV score then judges keywords found elsewhere, as dev does), hence the
+    preference when train is large enough.
 
     Raises:
-        ConfigError: non-positive row counts.
-        DataError: too few train rows for both a probe and a selection split.
+        ConfigError: a non-positive `train_rows`.
     """
-    if select_rows < 1 or train_rows < 1:
-        raise ConfigError(
-            f"--select-rows and --train-rows must be >= 1, got {select_rows}, {train_rows}"
-        )
-    n_select = min(select_rows, len(train) // 3)
-    if n_select < MIN_SELECT_ROWS or min(train_rows, len(train) - n_select) < MIN_PROBE_ROWS:
-        raise DataError(
-            f"tasks.{task} (train): {len(train)} rows, --train-rows {train_rows}, --select-rows "
-            f"{select_rows}; prompt search needs at least {MIN_PROBE_ROWS} rows to fit the probe "
-            f"and {MIN_SELECT_ROWS} to select on (the selection takes at most a third of train, so "
-            f"at least {3 * MIN_SELECT_ROWS} train rows)"
-        )
+    if train_rows < 1:
+        raise ConfigError(f"--train-rows must be >= 1, got {train_rows}")
     order = list(range(len(train)))
     random.Random(f"{seed}:prompt-search").shuffle(order)
-    select = [train[i] for i in sorted(order[:n_select])]
-    rest = order[n_select:]
-    probe = [train[i] for i in sorted(rest[:train_rows])]
-    keyword_rows = [train[i] for i in sorted(rest[:KEYWORD_ROWS])]
-    return probe, select, keyword_rows
+    cv_rows = [train[i] for i in sorted(order[:train_rows])]
+    rest = order[train_rows:]
+    pool = rest if len(rest) >= MIN_KEYWORD_ROWS else order
+    keyword_rows = [train[i] for i in sorted(pool[:KEYWORD_ROWS])]
+    return cv_rows, keyword_rows
 
 
 def task_keywords(
@@ -169,30 +192,32 @@ def task_keywords(
 def search_prompts(
     cfg: Config,
     task: str,
-    train_rows: int = 2000,
-    select_rows: int = 1000,
+    train_rows: int = 4000,
+    folds: int = 5,
     max_candidates: int = 12,
     progress: Callable[[str], None] | None = None,
     backbone: tuple[Any, Any] | None = None,
     data: TaskData | None = None,
 ) -> SearchResult:
-    """Score every candidate template of `task` and choose the best on the selection split.
+    """Score every candidate template of `task` by k-fold CV on train and choose the best.
 
     Args:
         cfg: a validated config; `model.backbone`, `model.max_length`, pooling, `train.precision`
             and `seed` are used.
         task: the task to search prompts for.
-        train_rows: rows to fit each candidate's probe on.
-        select_rows: rows of the selection split (carved from train).
+        train_rows: train rows to cross-validate each candidate's probe on (all if fewer); the
+            dev probe is fitted on the same rows.
+        folds: number of cross-validation folds (>= 2).
         max_candidates: most candidates to score (see promptmux.prompts.candidates for the order).
         progress: called with one line per scored candidate.
         backbone: an already loaded (encoder, tokenizer); loaded from the config when None.
         data: the task's loaded data; read from the config when None.
 
     Returns:
-        The scores of every candidate and the index of the chosen one.
+        The scores of every candidate, the index of the chosen one and its paired CV gaps.
     """
     start = time.perf_counter()
+    check_folds(folds)
     t = check_task(cfg, task)
     if data is None:
         from promptmux.tasks.build import load_task
@@ -204,16 +229,11 @@ def search_prompts(
             f"tasks.{task} (dev): no dev rows to report on; give tasks.{task}.data.dev or set "
             f"tasks.{task}.data.split.dev_fraction > 0"
         )
-    probe_rows, select, keyword_rows = carve_rows(
-        data.split("train"), select_rows, train_rows, cfg.seed, task
-    )
+    cv_rows, keyword_rows = carve_rows(data.split("train"), train_rows, cfg.seed)
     n_labels = len(data.labels) if data.labels else 0
-    y_train = targets(probe_rows, t.type, n_labels)
-    if t.type == "classification" and len(np.unique(y_train)) < 2:
-        raise DataError(
-            f"tasks.{task} (train): the probe sample holds a single label; "
-            f"add rows of another label"
-        )
+    y_cv = targets(cv_rows, t.type, n_labels)
+    check_cv_rows(y_cv, t.type, folds, task, data.labels)
+    fold_of = fold_ids(y_cv, t.type, folds, cfg.seed)
     keywords = task_keywords(keyword_rows, t.type, data.labels)
     candidates = build_candidates(task, t, keywords, data.labels, max_candidates)
     if backbone is None:
@@ -223,7 +243,7 @@ def search_prompts(
     model, tokenizer = backbone
     model.eval()
     pooling = t.pooling or cfg.model.pooling
-    y_select, y_dev = targets(select, t.type, n_labels), targets(dev, t.type, n_labels)
+    y_dev = targets(dev, t.type, n_labels)
     metric = cfg.main_metric(task)
 
     def vectors(template: str, rows: list[Example]) -> np.ndarray:
@@ -242,16 +262,21 @@ def search_prompts(
     results: list[CandidateResult] = []
     for i, cand in enumerate(candidates):
         t0 = time.perf_counter()
-        probe = fit_probe(t.type, vectors(cand.template, probe_rows), y_train, cfg.seed)
-        sel = score_probe(t.type, probe, vectors(cand.template, select), y_select, data.labels)
+        # Embedded once; the k fold probes and the dev probe all reuse these vectors.
+        x_cv = vectors(cand.template, cv_rows)
+        oof = cross_val_predict(t.type, x_cv, y_cv, fold_of, cfg.seed)
+        cv = score_predictions(t.type, oof, y_cv, data.labels)
+        probe = fit_probe(t.type, x_cv, y_cv, cfg.seed)
         dev_score = score_probe(t.type, probe, vectors(cand.template, dev), y_dev, data.labels)
-        results.append(CandidateResult(cand, sel, dev_score, time.perf_counter() - t0))
+        values = row_values(t.type, metric, oof, y_cv, data.labels)
+        results.append(CandidateResult(cand, cv, dev_score, time.perf_counter() - t0, values))
         if progress is not None:
             progress(
-                f"[{i + 1}/{len(candidates)}] select {metric} {sel.metrics[metric]:.2f}  dev "
+                f"[{i + 1}/{len(candidates)}] CV {metric} {cv.metrics[metric]:.2f}  dev "
                 f"{dev_score.metrics[metric]:.2f}  ({results[-1].seconds:.0f} s)  {cand.template!r}"
             )
-    chosen = choose([r.select.metrics[metric] for r in results])
+    scores = [r.cv.metrics[metric] for r in results]
+    chosen = choose(scores)
     names = data.labels if t.type != "regression" else ["low", "high"]
     return SearchResult(
         task=task,
@@ -261,22 +286,25 @@ def search_prompts(
         chosen=chosen,
         keywords={names[k]: ws for k, ws in keywords.items()},  # type: ignore[index]
         sizes={
-            "probe_train": len(probe_rows),
-            "select": len(select),
+            "cv": len(cv_rows),
             "dev": len(dev),
             "keyword_rows": len(keyword_rows),
             "train": len(data.split("train")),
         },
         settings={
             "train_rows": train_rows,
-            "select_rows": select_rows,
+            "folds": folds,
             "max_candidates": max_candidates,
             "seed": cfg.seed,
             "backbone": cfg.model.backbone,
             "pooling": pooling,
             "max_length": cfg.model.max_length,
             "precision": cfg.train.precision,
+            "keywords_disjoint_from_cv": len(data.split("train")) - len(cv_rows)
+            >= MIN_KEYWORD_ROWS,
         },
         dev_gold=y_dev,
         seconds=time.perf_counter() - start,
+        folds=folds,
+        gaps=paired_gaps(scores, [r.row_values for r in results], chosen),
     )

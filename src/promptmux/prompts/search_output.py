@@ -14,11 +14,28 @@ import yaml
 from promptmux.config.load import apply_override, config_from_dict
 from promptmux.config.schema import Config
 from promptmux.errors import ConfigError
+from promptmux.prompts.cv import PairedGap
 from promptmux.prompts.search import SearchResult
 
 
 def _num(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def _gap_text(gap: PairedGap | None) -> str:
+    """The text "+1.23 ± 0.80" (the ± part only where a paired SE exists); "" without a gap."""
+    if gap is None:
+        return ""
+    return f"{gap.gap:+.2f}" + ("" if gap.se is None else f" ± {gap.se:.2f}")
+
+
+def _gap_dict(gap: PairedGap | None) -> dict[str, float | None] | None:
+    return None if gap is None else {"gap": gap.gap, "se": gap.se, "z": gap.z}
+
+
+def cv_label(result: SearchResult) -> str:
+    """How the CV scores were made, e.g. "5-fold, 4000 rows"."""
+    return f"{result.folds}-fold, {result.sizes['cv']} rows"
 
 
 def rows(result: SearchResult) -> list[dict[str, Any]]:
@@ -31,12 +48,12 @@ def rows(result: SearchResult) -> list[dict[str, Any]]:
                 "chosen": i == result.chosen,
                 "source": r.candidate.source,
                 "template": r.template,
-                "select": {
-                    "metric": r.select.metrics[result.metric],
-                    "accuracy": r.select.accuracy,
-                    "ig_bits": r.select.gain,
-                    "h_y_bits": r.select.entropy,
-                    "metrics": r.select.metrics,
+                "cv": {
+                    "metric": r.cv.metrics[result.metric],
+                    "accuracy": r.cv.accuracy,
+                    "ig_bits": r.cv.gain,
+                    "h_y_bits": r.cv.entropy,
+                    "metrics": r.cv.metrics,
                 },
                 "dev": {
                     "metric": r.dev.metrics[result.metric],
@@ -52,7 +69,8 @@ def rows(result: SearchResult) -> list[dict[str, Any]]:
 
 
 def summary(result: SearchResult) -> dict[str, Any]:
-    """Chosen prompt vs the median candidate on dev (the split the choice never saw)."""
+    """Chosen prompt vs the runner-up and median on CV (with paired SEs), and vs the median on dev
+    (the split the choice never saw)."""
     dev = result.dev_scores()
     chosen = dev[result.chosen]
     median = result.median_dev()
@@ -61,7 +79,12 @@ def summary(result: SearchResult) -> dict[str, Any]:
         "metric": result.metric,
         "chosen_template": result.best.template,
         "chosen_source": result.best.candidate.source,
-        "chosen_select": result.best.select.metrics[result.metric],
+        "chosen_cv": result.best.cv.metrics[result.metric],
+        "folds": result.folds,
+        "cv_rows": result.sizes["cv"],
+        # CV score gaps with paired standard errors: is the choice distinguishable from noise?
+        "cv_vs_runner_up": _gap_dict(result.gaps.get("runner_up")),
+        "cv_vs_median": _gap_dict(result.gaps.get("median")),
         "chosen_dev": chosen,
         "median_dev": median,
         "chosen_minus_median_dev": chosen - median,
@@ -75,7 +98,8 @@ def summary(result: SearchResult) -> dict[str, Any]:
 
 
 def format_table(result: SearchResult, markdown: bool = False) -> str:
-    """The per-candidate table: selection metric, accuracy and IG, then the dev metric."""
+    """The per-candidate table: CV metric, accuracy and IG, the chosen row's CV gap over the median
+    candidate (± paired SE), then the dev metric, accuracy and IG."""
     m = result.metric
     # Accuracy gets its own column unless it is the main metric already (or undefined: regression).
     acc = result.task_type != "regression" and m not in ("accuracy", "subset_accuracy")
@@ -83,24 +107,26 @@ def format_table(result: SearchResult, markdown: bool = False) -> str:
         "",
         "source",
         "candidate",
-        f"select {m}",
-        *(["select acc"] if acc else []),
-        "select IG (bits)",
+        f"CV {m}",
+        *(["CV acc"] if acc else []),
+        "CV IG (bits)",
+        "CV vs median ± paired SE",
         f"dev {m}",
         *(["dev acc"] if acc else []),
         "dev IG (bits)",
     ]
     body = []
     for r in rows(result):
-        sel, dev = r["select"], r["dev"]
+        cv, dev = r["cv"], r["dev"]
         body.append(
             [
                 "*" if r["chosen"] else "",
                 r["source"],
                 repr(r["template"]) if not markdown else f"`{r['template']}`",
-                _num(sel["metric"]),
-                *([_num(sel["accuracy"])] if acc else []),
-                _num(sel["ig_bits"], 3),
+                _num(cv["metric"]),
+                *([_num(cv["accuracy"])] if acc else []),
+                _num(cv["ig_bits"], 3),
+                _gap_text(result.gaps.get("median")) if r["chosen"] else "",
                 _num(dev["metric"]),
                 *([_num(dev["accuracy"])] if acc else []),
                 _num(dev["ig_bits"], 3),
@@ -116,12 +142,25 @@ def format_table(result: SearchResult, markdown: bool = False) -> str:
     return "\n".join(fmt.format(*line) for line in [head, *body])
 
 
+def cv_gaps_text(result: SearchResult) -> str:
+    """E.g. "+0.90 ± 0.70 over the runner-up, +2.10 ± 1.00 over the median candidate"."""
+    parts = [
+        f"{_gap_text(result.gaps[key])} over {what}"
+        for key, what in (("runner_up", "the runner-up"), ("median", "the median candidate"))
+        if key in result.gaps
+    ]
+    return ", ".join(parts)
+
+
 def summary_line(result: SearchResult) -> str:
+    """The chosen prompt: its CV score and gaps (± paired SE), then dev vs the median candidate."""
     s = summary(result)
     return (
-        f"chosen {s['chosen_template']!r} ({s['chosen_source']}): "
-        f"dev {s['metric']} {s['chosen_dev']:.2f} vs median candidate {s['median_dev']:.2f} ({s['chosen_minus_median_dev']:+.2f}); "
-        f"rank {s['chosen_dev_rank']}/{s['n_candidates']} on dev"
+        f"chosen {s['chosen_template']!r} ({s['chosen_source']}): CV {s['metric']} "
+        f"{s['chosen_cv']:.2f} ({cv_label(result)}), {cv_gaps_text(result)} (± paired SE); "
+        f"dev {s['metric']} {s['chosen_dev']:.2f} vs median candidate {s['median_dev']:.2f} "
+        f"({s['chosen_minus_median_dev']:+.2f}); rank {s['chosen_dev_rank']}/{s['n_candidates']} "
+        "on dev"
     )
 
 
@@ -157,10 +196,21 @@ def markdown_report(result: SearchResult, command: str | None = None) -> str:
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += [
-        f"Rows: {sizes}. Chosen on a selection split carved from train, never on dev.",
+        (
+            f"Rows: {sizes}. Chosen by {result.folds}-fold cross-validation of the probe on the "
+            f"{result.sizes['cv']} CV rows of train (best pooled out-of-fold {result.metric}), "
+            "never on dev; the dev probe is fitted on the same CV rows."
+        ),
         f"Keywords by information gain: {words}.",
         "",
         format_table(result, markdown=True),
+        "",
+        (
+            f"**CV** ({cv_label(result)}): the chosen prompt's {result.metric} is "
+            f"{cv_gaps_text(result)} (± paired standard error over the CV rows"
+            + ("" if result.task_type == "classification" else "; none for this task type")
+            + "). A gap within about 2 SE is not distinguishable from noise."
+        ),
         "",
         f"**Chosen** `{s['chosen_template']}`: dev {result.metric} {s['chosen_dev']:.2f} vs median "
         f"candidate {s['median_dev']:.2f} (**{s['chosen_minus_median_dev']:+.2f}**), rank "
@@ -206,9 +256,10 @@ def write_search_config(
     """Write a copy of `config` (overrides applied) whose task uses the chosen template.
 
     `tasks.<task>.prompt.template` becomes the chosen template and `prompt.pool` the other
-    candidates, best selection score first. A copy in the input's folder keeps relative paths and
-    `${VAR}` references as written; elsewhere the data paths and a relative backbone are written
-    as the absolute paths they resolved to. The copy is validated before it is written (atomically).
+    candidates, best cross-validated score first. A copy in the input's folder keeps relative
+    paths and `${VAR}` references as written; elsewhere the data paths and a relative backbone are
+    written as the absolute paths they resolved to. The copy is validated before it is written
+    (atomically).
 
     Returns:
         The written config, as `load_config` reads it.
@@ -233,8 +284,8 @@ def write_search_config(
     written = config_from_dict(raw, base_dir=out.parent)
     header = (
         f"# Written by `promptmux prompts search` from {config.name} for task {result.task}: "
-        f"the chosen template\n# (best {result.metric} on a selection split carved from train) "
-        f"and the other candidates in prompt.pool.\n"
+        f"the chosen template\n# (best {result.metric} by {result.folds}-fold cross-validation on "
+        "train) and the other candidates in prompt.pool.\n"
     )
     text = header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
     out.parent.mkdir(parents=True, exist_ok=True)
