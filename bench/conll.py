@@ -28,19 +28,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import common
 import yaml
-from common import REPO, RESULTS, describe, environment, setup, write_report
 from glue5 import run_last, sampler_shares, seeds_text, stats, train_sizes
 
-CONLL = REPO / "configs" / "conll.yaml"
+CONLL = common.REPO / "configs" / "conll.yaml"
 AUX = ("pos", "chunk")
 
 
@@ -52,44 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", default="compute", choices=["compute", "examples"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=1500, help="optimizer steps of the NER-alone run")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument(
-        "--train-cap",
-        type=int,
-        default=None,
-        help="training sentences kept per task (seeded sample; default all)",
-    )
-    p.add_argument(
-        "--dev-cap",
-        type=int,
-        default=None,
-        help="dev sentences kept per task (default all; for smoke runs)",
-    )
-    p.add_argument(
-        "--test-cap",
-        type=int,
-        default=None,
-        help="test sentences kept (default all; for smoke runs)",
-    )
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--head-lr", type=float, default=1e-3)
-    p.add_argument(
-        "--sampling", default="temperature", help="sampling.strategy of the multi-task run"
-    )
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra config override for every run",
-    )
-    p.add_argument("--tag", default="", help="suffix for the result files (conll<-tag>.json/.md)")
-    p.add_argument("--results-dir", default=str(RESULTS))
+    common.add_run_args(p, unit="sentences", test_cap=True)
+    common.add_output_args(p, "conll")
     return p.parse_args(argv)
 
 
@@ -109,27 +71,9 @@ def conll_config(tasks: list[str], overrides: dict[str, Any], extra: list[str]):
 def overrides(
     args: argparse.Namespace, tasks: list[str], steps: int, seed: int, out: Path
 ) -> dict[str, Any]:
-    o = {
-        "seed": seed,
-        "model.max_length": args.max_length,
-        "sampling.strategy": args.sampling,
-        "train.max_steps": steps,
-        "train.epochs": None,
-        "train.batch_size": args.batch_size,
-        "train.grad_accum": 1,
-        "train.lr": args.lr,
-        "train.head_lr": args.head_lr,
-        "train.eval_every": steps,  # one evaluation (dev = valid.txt), after the last step
-        "train.log_every": max(1, steps // 20),
-        "train.progress": False,
-        "train.precision": args.precision,
-        "output.dir": str(out),
-        "output.tensorboard": False,
-    }
-    for split, cap in (("train", args.train_cap), ("dev", args.dev_cap), ("test", args.test_cap)):
-        if cap:
-            o.update({f"tasks.{t}.data.max_examples.{split}": cap for t in tasks})
-    return o
+    """The shared run overrides with --sampling: one evaluation (dev = valid.txt), after the last
+    step."""
+    return common.run_overrides(args, tasks, steps, seed, out, sampling={"strategy": args.sampling})
 
 
 def test_scores(run_dir: str) -> dict[str, dict[str, float]]:
@@ -197,20 +141,18 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"NER test F1, multi − single: {d:+.2f} ({verdict}).",
         "",
-        describe(report["environment"]),
+        common.describe(report["environment"]),
     ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    setup(args.threads)
+    common.setup(args.threads)
     aux = [a for a in args.aux.split(",") if a]
     tasks = ["ner", *aux]
-    command = "python bench/conll.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
-    env = environment()
+    command = common.command_line("conll.py", argv)
+    env = common.environment()
     runs: dict[str, list[dict[str, Any]]] = {"single": [], "multi": []}
     with tempfile.TemporaryDirectory(prefix="conll-bench-") as tmp:
         probe = conll_config(
@@ -250,12 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
             # Write after every seed: a run cut short still leaves the seeds it finished.
             report = build_report(args, command, env, aux, metric_of, steps, share, runs, seed + 1)
-            write_report(
-                Path(args.results_dir),
-                "conll" + (f"-{args.tag}" if args.tag else ""),
-                report,
-                markdown(report),
-            )
+            common.save_report(args, "conll", report, markdown(report))
     return report
 
 
@@ -280,7 +217,7 @@ def build_report(
         }
         for mode, rs in runs.items()
     }
-    settings = {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")}
+    settings = common.settings_of(args)
     settings["seeds"], settings["seeds_planned"] = seeds_done, args.seeds
     report = {
         "command": command,

@@ -26,16 +26,14 @@ Usage (from the repository root; data under ../shared/data or $PROMPTMUX_DATA):
 from __future__ import annotations
 
 import argparse
-import shlex
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, describe, environment, glue_config, setup, timed_train, write_report
+import common
 
 # microsoft/unilm, minilm/README.md, "Fine-tuning on NLU tasks", row MiniLM-L6xH384 (GLUE dev).
 # The README does not name the MRPC metric; it has no STS-B column.
@@ -54,11 +52,7 @@ SHORT = {"accuracy": "acc", "mcc": "MCC", "f1": "F1", "pearson": "Pearson", "spe
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--tasks",
-        default="sst2,cola,mrpc,stsb,rte",
-        help="tasks of configs/glue5.yaml (comma separated)",
-    )
+    common.add_tasks_arg(p)
     p.add_argument("--modes", default="single,multi", help="single, multi or both")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument(
@@ -73,39 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="extra evaluations for the log (scores: the last one)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument(
-        "--train-cap",
-        type=int,
-        default=None,
-        help="training rows kept per task (seeded sample; default all)",
-    )
-    p.add_argument(
-        "--dev-cap",
-        type=int,
-        default=None,
-        help="dev rows kept per task (default all; only for smoke runs)",
-    )
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--head-lr", type=float, default=1e-3)
-    p.add_argument(
-        "--sampling", default="temperature", help="sampling.strategy of the multi-task run"
-    )
+    common.add_run_args(p)
     p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra config override for every run",
-    )
-    p.add_argument("--tag", default="", help="suffix for the result files (glue5<-tag>.json/.md)")
-    p.add_argument("--results-dir", default=str(RESULTS))
+    common.add_output_args(p, "glue5")
     args = p.parse_args(argv)
     modes = args.modes.split(",")
     if not modes or set(modes) - {"single", "multi"}:
@@ -116,28 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def overrides(
     args: argparse.Namespace, tasks: list[str], steps: int, seed: int, out: Path
 ) -> dict[str, Any]:
-    o = {
-        "seed": seed,
-        "model.max_length": args.max_length,
-        "sampling.strategy": args.sampling,
-        "sampling.temperature": args.temperature,
-        "train.max_steps": steps,
-        "train.epochs": None,
-        "train.batch_size": args.batch_size,
-        "train.grad_accum": 1,
-        "train.lr": args.lr,
-        "train.head_lr": args.head_lr,
-        "train.eval_every": min(args.eval_every or steps, steps),
-        "train.log_every": max(1, steps // 20),
-        "train.progress": False,
-        "train.precision": args.precision,
-        "output.dir": str(out),
-        "output.tensorboard": False,
-    }
-    for split, cap in (("train", args.train_cap), ("dev", args.dev_cap)):
-        if cap:
-            o.update({f"tasks.{t}.data.max_examples.{split}": cap for t in tasks})
-    return o
+    """The shared run overrides, with the multi-task sampler and --eval-every (capped at steps)."""
+    sampling = {"strategy": args.sampling, "temperature": args.temperature}
+    eval_every = min(args.eval_every or steps, steps)
+    return common.run_overrides(
+        args, tasks, steps, seed, out, sampling=sampling, eval_every=eval_every
+    )
 
 
 def sampler_shares(cfg, sizes: dict[str, int], steps: int) -> dict[str, float]:
@@ -168,19 +116,12 @@ def split_budget(shares: dict[str, float], steps: int) -> dict[str, int]:
 
 def run_last(cfg) -> dict[str, Any]:
     """Train; the scores of the LAST evaluation (no picking on the dev set), and timings."""
-    result, wall, events, _ = timed_train(cfg)
-    train_events = [e for e in events if e["event"] == "train"]
-    first, last = (train_events[0], train_events[-1]) if len(train_events) > 1 else (None, None)
-    step_s = (
-        (last["time"] - first["time"]) / (last["step"] - first["step"])
-        if first
-        else wall / max(result.steps, 1)
-    )
+    result, wall, events, _ = common.timed_train(cfg)
     return {
         "metrics": result.last_metrics,
         "steps": result.steps,
         "wall_s": wall,
-        "step_s": step_s,
+        "step_s": common.loop_step_seconds(events, wall, result.steps),
         "out_dir": str(result.out_dir),
     }
 
@@ -353,22 +294,20 @@ def markdown(report: dict[str, Any]) -> str:
             "model card). The published numbers are a reference point, not the same weights."
         ),
         "",
-        describe(report["environment"]),
+        common.describe(report["environment"]),
     ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    setup(args.threads)
+    common.setup(args.threads)
     tasks = args.tasks.split(",")
     modes = args.modes.split(",")
-    command = "python bench/glue5.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
-    env = environment()
+    command = common.command_line("glue5.py", argv)
+    env = common.environment()
     with tempfile.TemporaryDirectory(prefix="glue5-bench-") as tmp:
-        probe = glue_config(
+        probe = common.glue_config(
             args.tasks, overrides(args, tasks, args.steps, 0, Path(tmp) / "probe"), args.set
         )
         metric_of = {t: probe.main_metric(t) for t in probe.tasks}
@@ -393,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     flush=True,
                 )
                 out = Path(tmp) / f"{label}-{seed}"
-                cfg = glue_config(
+                cfg = common.glue_config(
                     names, overrides(args, names.split(","), steps, 1000 + seed, out), args.set
                 )
                 r = run_last(cfg)
@@ -418,12 +357,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 multi,
                 seed + 1,
             )
-            write_report(
-                Path(args.results_dir),
-                "glue5" + (f"-{args.tag}" if args.tag else ""),
-                report,
-                markdown(report),
-            )
+            common.save_report(args, "glue5", report, markdown(report))
     return report
 
 
@@ -445,7 +379,7 @@ def build_report(
         summary["single"] = summarize(merge_single(per_task, seeds_done), tasks, metric_of)
     if multi:
         summary["multi"] = summarize(multi, tasks, metric_of)
-    settings = {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")}
+    settings = common.settings_of(args)
     settings["seeds"], settings["seeds_planned"] = seeds_done, args.seeds
     report = {
         "command": command,

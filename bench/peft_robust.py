@@ -77,7 +77,6 @@ import contextlib
 import json
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -85,7 +84,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, environment, glue_config, setup, timed_train, write_report
+import common
 from peft_robust_report import markdown, summarize
 
 SECTIONS = ("lora", "fgm", "distill", "add_task")
@@ -107,34 +106,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--sections", default=",".join(SECTIONS), help="comma separated: " + ", ".join(SECTIONS)
     )
-    p.add_argument(
-        "--tasks",
-        default="sst2,mrpc,rte,stsb",
-        help="tasks of configs/glue5.yaml (comma separated)",
-    )
+    common.add_tasks_arg(p, "sst2,mrpc,rte,stsb")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument(
         "--steps", type=int, default=200, help="optimizer steps per training run (the budget)"
     )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument(
-        "--train-cap",
-        type=int,
-        default=4000,
-        help="training rows kept per task (seeded sample; 0: all)",
+    common.add_run_args(
+        p,
+        batch_size=16,
+        train_cap=4000,
+        precision=True,
+        lr=1e-4,
+        lr_help="encoder rate of full fine-tuning (and the student)",
+        sampling=None,
     )
-    p.add_argument(
-        "--dev-cap",
-        type=int,
-        default=None,
-        help="dev rows kept per task (default all; only for smoke runs)",
-    )
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    p.add_argument(
-        "--lr", type=float, default=1e-4, help="encoder rate of full fine-tuning (and the student)"
-    )
-    p.add_argument("--head-lr", type=float, default=1e-3)
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--lora-alpha", type=float, default=16.0)
     p.add_argument("--lora-lr", type=float, default=5e-4, help="model.lora.lr")
@@ -159,23 +144,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="new head rate (default 1e-2 prompt, --head-lr lora)",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads in each run (default: torch's choice)",
+    common.add_output_args(
+        p,
+        "peft_robust",
+        precision=False,
+        threads_in=" in each run",
+        overrides_for="every training run",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra config override for every training run",
-    )
-    p.add_argument(
-        "--tag", default="", help="suffix for the result files (peft_robust<-tag>.json/.md)"
-    )
-    p.add_argument("--results-dir", default=str(RESULTS))
     p.add_argument(
         "--work-dir",
         default=None,
@@ -227,27 +202,7 @@ def needed_runs(args: argparse.Namespace) -> list[str]:
 def base_overrides(
     args: argparse.Namespace, tasks: list[str], seed: int, out: Path
 ) -> dict[str, Any]:
-    overrides: dict[str, Any] = {
-        "seed": seed,
-        "model.max_length": args.max_length,
-        "sampling.mixed": True,
-        "train.max_steps": args.steps,
-        "train.epochs": None,
-        "train.batch_size": args.batch_size,
-        "train.grad_accum": 1,
-        "train.lr": args.lr,
-        "train.head_lr": args.head_lr,
-        "train.eval_every": args.steps,  # one evaluation, after the last step
-        "train.log_every": max(1, args.steps // 20),
-        "train.progress": False,
-        "train.precision": args.precision,
-        "output.dir": str(out),
-        "output.tensorboard": False,
-    }
-    for split, cap in (("train", args.train_cap), ("dev", args.dev_cap)):
-        if cap:
-            overrides.update({f"tasks.{t}.data.max_examples.{split}": cap for t in tasks})
-    return overrides
+    return common.run_overrides(args, tasks, args.steps, seed, out, sampling={"mixed": True})
 
 
 def lora_overrides(args: argparse.Namespace, kind: str) -> dict[str, Any]:
@@ -299,7 +254,7 @@ def add_task_spec(args: argparse.Namespace, seed: int, folder: Path) -> dict[str
 
     from promptmux.config.load import config_to_dict
 
-    full = glue_config(
+    full = common.glue_config(
         args.tasks, base_overrides(args, args.tasks.split(","), seed, folder / "unused"), args.set
     )
     task = config_to_dict(full)["tasks"][args.holdout]  # data paths resolved, caps applied
@@ -352,17 +307,10 @@ def peak_memory() -> dict[str, float]:
 def work_train(spec: dict[str, Any]) -> dict[str, Any]:
     from promptmux.model.lora import lora_parameters
 
-    cfg = glue_config(spec["tasks"], spec["overrides"], spec["extra"], spec["raw_update"])
-    result, wall, events, _ = timed_train(cfg)
+    cfg = common.glue_config(spec["tasks"], spec["overrides"], spec["extra"], spec["raw_update"])
+    result, wall, events, _ = common.timed_train(cfg)
     model = result.model
     train_events = [e for e in events if e["event"] == "train"]
-    first, last = (train_events[0], train_events[-1]) if len(train_events) > 1 else (None, None)
-    # Seconds per step between the first and the last train event: the loop only, no evaluation.
-    step_s = (
-        (last["time"] - first["time"]) / (last["step"] - first["step"])
-        if first
-        else wall / max(result.steps, 1)
-    )
     ratios = [
         e["adversarial"]["step_time_ratio"]
         for e in train_events
@@ -377,7 +325,7 @@ def work_train(spec: dict[str, Any]) -> dict[str, Any]:
         "metrics": result.last_metrics,
         "steps": result.steps,
         "wall_s": wall,
-        "step_s": step_s,
+        "step_s": common.loop_step_seconds(events, wall, result.steps),
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "total": sum(p.numel() for p in model.parameters()),
         "lora_trainable": sum(p.numel() for p in lora_parameters(model) if p.requires_grad),
@@ -402,7 +350,7 @@ def worker(spec_path: str) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # add-task reports by logging
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    setup(spec.get("threads"))
+    common.setup(spec.get("threads"))
     out = work_train(spec) if spec["kind"] == "train" else work_add_task(spec)
     out.update(peak_memory())
     Path(spec["result"]).write_text(json.dumps(out, indent=2), encoding="utf-8")
@@ -450,24 +398,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         worker(argv[1])
         return {}
     args = parse_args(argv)
-    setup(args.threads)
-    command = "python bench/peft_robust.py " + " ".join(shlex.quote(a) for a in argv)
+    common.setup(args.threads)
+    command = common.command_line("peft_robust.py", argv)
     tasks = args.tasks.split(",")
-    probe = glue_config(args.tasks, base_overrides(args, tasks, 0, Path("probe")), args.set)
+    probe = common.glue_config(args.tasks, base_overrides(args, tasks, 0, Path("probe")), args.set)
     names = needed_runs(args)
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-    skip = ("tag", "results_dir", "sections_list", "work_dir")
     report: dict[str, Any] = {
         "command": command,
-        "settings": {k: v for k, v in vars(args).items() if k not in skip},
+        "settings": common.settings_of(args, "sections_list", "work_dir"),
         "sections": args.sections_list,
         "metric_of": {t: probe.main_metric(t) for t in probe.tasks},
         "holdout": args.holdout,
         "runs": runs,
-        "environment": environment(),
+        "environment": common.environment(),
         "complete": False,
     }
-    stem = "peft_robust" + (f"-{args.tag}" if args.tag else "")
+    stem = common.result_stem("peft_robust", args.tag)
     folder = Path(args.results_dir)
     folder.mkdir(parents=True, exist_ok=True)
     keep = contextlib.nullcontext(args.work_dir) if args.work_dir else None
@@ -488,7 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 (folder / f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
                 (folder / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
     report["complete"] = True
-    write_report(folder, stem, report, markdown(report))
+    common.save_report(args, "peft_robust", report, markdown(report))
     return report
 
 

@@ -47,15 +47,13 @@ Usage (from the repository root; data under ../shared/data or $PROMPTMUX_DATA):
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, describe, environment, setup, write_report
+import common
 from throughput_workers import WORKERS, mix_config
 
 LABELS = {
@@ -68,11 +66,7 @@ PRECISION = {"run_glue": "fp32", "hf_dynamic": "bf16", "promptmux": "bf16"}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--tasks",
-        default="sst2,cola,mrpc,stsb,rte",
-        help="GLUE tasks of the mix (configs/glue5.yaml names)",
-    )
+    common.add_tasks_arg(p, text="GLUE tasks of the mix (configs/glue5.yaml names)")
     p.add_argument(
         "--configs",
         default=",".join(WORKERS),
@@ -88,39 +82,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10,
         help="untimed steps per configuration before the first round",
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument(
-        "--train-cap",
-        type=int,
-        default=None,
-        help="training rows kept per task (seeded sample; default all)",
-    )
-    p.add_argument(
-        "--dev-cap",
-        type=int,
-        default=None,
-        help="dev rows kept per task (default all; for smoke runs)",
-    )
-    p.add_argument(
-        "--sampling",
-        default="proportional",
-        help="promptmux sampling.strategy; proportional matches the HF shuffled concatenation",
+    common.add_run_args(
+        p,
+        lr=None,
+        sampling="proportional",
+        sampling_help=(
+            "promptmux sampling.strategy; proportional matches the HF shuffled concatenation"
+        ),
     )
     p.add_argument(
         "--matmul-size", type=int, default=2048, help="n of the n x n matmul timed for the peak"
     )
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads in every process (default: torch's choice)",
+    common.add_output_args(
+        p, "throughput", precision=False, threads_in=" in every process", overrides_for=None
     )
-    p.add_argument(
-        "--tag", default="", help="suffix for the result files (throughput<-tag>.json/.md)"
-    )
-    p.add_argument("--results-dir", default=str(RESULTS))
     args = p.parse_args(argv)
     names = args.configs.split(",")
     unknown = sorted(set(names) - set(WORKERS))
@@ -325,21 +301,19 @@ def markdown(report: dict[str, Any]) -> str:
             "length-bucketed batches."
         ),
         "",
-        describe(env),
+        common.describe(env),
     ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    setup(args.threads)
+    common.setup(args.threads)
     import torch
 
     names = args.configs.split(",")
-    command = "python bench/throughput.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
-    env = environment()
+    command = common.command_line("throughput.py", argv)
+    env = common.environment()
     settings = {
         k: getattr(args, k)
         for k in (
@@ -395,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shape = finals[names[0]]["shape"]
     report = {
         "command": command,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")},
+        "settings": common.settings_of(args),
         "order": names,
         "metric_of": metric_of,
         "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
@@ -413,12 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "chunks": chunks,
         "environment": env,
     }
-    write_report(
-        Path(args.results_dir),
-        "throughput" + (f"-{args.tag}" if args.tag else ""),
-        report,
-        markdown(report),
-    )
+    common.save_report(args, "throughput", report, markdown(report))
     return report
 
 

@@ -29,23 +29,21 @@ Strategy options can be given per method as `name:key=value;key=value`, e.g.
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import common
 import yaml
-from common import RESULTS, describe, environment, glue_config, setup, timed_train, write_report
 
 DEFAULT_METHODS = "equal,uncertainty,dwa,famo,pcgrad,cagrad"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", default="sst2,cola,mrpc,stsb,rte", help="tasks of configs/glue5.yaml (comma separated)")
+    common.add_tasks_arg(p)
     p.add_argument("--methods", default=DEFAULT_METHODS, help="weighting strategies, optionally name:key=value;...")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed-offset", type=int, default=0, help="first seed index (seeds are 1000 + index)")
@@ -58,18 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-reference", action="store_true",
                    help="allow runs without plain `equal` (only to --merge with reports that have it)")
     p.add_argument("--steps", type=int, default=1500, help="optimizer steps per run")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--train-cap", type=int, default=None, help="training rows kept per task (seeded sample; default all)")
-    p.add_argument("--dev-cap", type=int, default=None, help="dev rows kept per task (default all; only for smoke runs)")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--head-lr", type=float, default=1e-3)
-    p.add_argument("--sampling", default="temperature", help="sampling.strategy (batches are always mixed-task)")
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override for every run")
-    p.add_argument("--tag", default="", help="suffix for the result files (weighting<-tag>.json/.md)")
-    p.add_argument("--results-dir", default=str(RESULTS))
+    common.add_run_args(p, sampling_help="sampling.strategy (batches are always mixed-task)")
+    common.add_output_args(p, "weighting")
     return p.parse_args(argv)
 
 
@@ -84,40 +72,21 @@ def parse_method(spec: str) -> tuple[str, str, dict[str, Any]]:
 
 
 def build_config(args: argparse.Namespace, strategy: str, options: dict[str, Any], seed: int, out: Path):
-    overrides = {
-        "seed": seed,
-        "model.max_length": args.max_length,
-        "sampling.mixed": True,
-        "sampling.strategy": args.sampling,
-        "train.max_steps": args.steps,
-        "train.epochs": None,
-        "train.batch_size": args.batch_size,
-        "train.grad_accum": 1,
-        "train.lr": args.lr,
-        "train.head_lr": args.head_lr,
-        "train.eval_every": args.steps,  # one evaluation, after the last step
-        "train.log_every": max(1, args.steps // 20),
-        "train.progress": False,
-        "train.precision": args.precision,
-        "output.dir": str(out),
-        "output.tensorboard": False,
-    }
-    for split, cap in (("train", args.train_cap), ("dev", args.dev_cap)):
-        if cap:
-            overrides.update({f"tasks.{t}.data.max_examples.{split}": cap for t in args.tasks.split(",")})
-    return glue_config(args.tasks, overrides, args.set, {"weighting": {"strategy": strategy, "options": options}})
+    tasks = args.tasks.split(",")
+    sampling = {"mixed": True, "strategy": args.sampling}
+    overrides = common.run_overrides(args, tasks, args.steps, seed, out, sampling=sampling)
+    weighting = {"weighting": {"strategy": strategy, "options": options}}
+    return common.glue_config(args.tasks, overrides, args.set, weighting)
 
 
 def run_one(args: argparse.Namespace, strategy: str, options: dict[str, Any], seed: int, out: Path) -> dict[str, Any]:
     from promptmux.eval.metrics import aggregate_score
 
     cfg = build_config(args, strategy, options, seed, out)
-    result, wall, events, _ = timed_train(cfg)
+    result, wall, events, _ = common.timed_train(cfg)
     train_events = [e for e in events if e["event"] == "train"]
     weights = [e["weights"] for e in events if e["event"] == "weights"]
-    # Seconds per step between the first and the last train event: the loop only, no evaluation.
-    (first, last) = (train_events[0], train_events[-1]) if len(train_events) > 1 else (None, None)
-    step_s = (last["time"] - first["time"]) / (last["step"] - first["step"]) if first else wall / max(result.steps, 1)
+    step_s = common.loop_step_seconds(events, wall, result.steps)
     scores = {t: m[cfg.main_metric(t)] for t, m in result.last_metrics.items()}
     return {
         "scores": scores,
@@ -164,11 +133,13 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Command: `{report['command']}`",
         "",
-        f"Tasks: {', '.join(f'{t} ({metric_of[t]})' for t in tasks)}; {st['seeds']} seeds; {st['steps']} steps of "
-        f"{st['batch_size']} rows in mixed-task batches ({st['sampling']} sampling); train rows per task: "
-        f"{st['train_cap'] or 'all'}; dev rows per task: {st['dev_cap'] or 'all'}; {st['precision']}; scored after "
-        f"the last step. Cells: mean ± std over seeds. **Bold**: better than equal weighting by more than "
-        f"2 x the larger std (the only wins the table supports).",
+        (
+            f"Tasks: {', '.join(f'{t} ({metric_of[t]})' for t in tasks)}; {st['seeds']} seeds; {st['steps']} steps of "
+            f"{st['batch_size']} rows in mixed-task batches ({st['sampling']} sampling); train rows per task: "
+            f"{st['train_cap'] or 'all'}; dev rows per task: {st['dev_cap'] or 'all'}; {st['precision']}; scored after "
+            f"the last step. Cells: mean ± std over seeds. **Bold**: better than equal weighting by more than "
+            f"2 x the larger std (the only wins the table supports)."
+        ),
         "",
         "| strategy | " + " | ".join(f"{t} {metric_of[t]}" for t in tasks) + " | aggregate | step time (x equal) |",
         "|---" * (len(tasks) + 3) + "|",
@@ -185,7 +156,7 @@ def markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines += [
         "",
-        describe(env),
+        common.describe(env),
         "",
         "Settings: " + ", ".join(f"{k}={v}" for k, v in st.items()),
     ]
@@ -194,7 +165,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    setup(args.threads)
+    common.setup(args.threads)
     from promptmux.weighting import WEIGHTINGS
 
     if args.merge:
@@ -205,8 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(WEIGHTINGS.names())}")
     if not args.no_reference and not any(name == "equal" and not opts for _, name, opts in methods):
         raise SystemExit("--methods: include plain `equal`, the reference of every comparison")
-    command = "python bench/weighting.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    env = environment()
+    command = common.command_line("weighting.py", argv)
+    env = common.environment()
     if args.overhead_rounds:
         return overhead(args, methods, command, env)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in methods}
@@ -222,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 runs[label].append(r)
                 print(f"  aggregate {r['aggregate']:.2f} | " + ", ".join(f"{t} {v:.1f}" for t, v in r["scores"].items())
                       + f" | {r['step_s']:.3f} s/step | {r['wall_s'] / 60:.1f} min", flush=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir", "merge")}
+    settings = common.settings_of(args, "merge")
     return finish(args, command, settings, metric_of, runs, env)
 
 
@@ -251,7 +222,7 @@ def finish(args, command: str, settings: dict[str, Any], metric_of: dict[str, st
         "runs": runs,
         "environment": env,
     }
-    write_report(Path(args.results_dir), "weighting" + (f"-{args.tag}" if args.tag else ""), report, markdown(report))
+    common.save_report(args, "weighting", report, markdown(report))
     return report
 
 
@@ -280,13 +251,13 @@ def overhead(args: argparse.Namespace, methods, command: str, env: dict[str, Any
                            "batch_size": args.batch_size, "threads": args.threads, "precision": args.precision}}
     lines = ["# Weighting strategies: step time relative to equal weighting (interleaved rounds)", "",
              f"Command: `{command}`", "",
-             f"{args.overhead_rounds} rounds; each round trains every method for {args.overhead_steps} steps of "
-             f"{args.batch_size} rows (mixed-task batches of the GLUE tasks) back to back; ratio = median over rounds "
-             "of (method s/step) / (equal s/step) in the same round.", "",
+             (f"{args.overhead_rounds} rounds; each round trains every method for {args.overhead_steps} steps of "
+              f"{args.batch_size} rows (mixed-task batches of the GLUE tasks) back to back; ratio = median over rounds "
+              "of (method s/step) / (equal s/step) in the same round."), "",
              "| strategy | s/step per round | ratio to equal |", "|---|---|---:|"]
     lines += [f"| {lb} | {', '.join(f'{v:.3f}' for v in per_round[lb])} | {ratios[lb]:.2f} |" for lb in per_round]
-    lines += ["", describe(env)]
-    write_report(Path(args.results_dir), "weighting-overhead" + (f"-{args.tag}" if args.tag else ""), report, "\n".join(lines) + "\n")
+    lines += ["", common.describe(env)]
+    common.save_report(args, "weighting-overhead", report, "\n".join(lines) + "\n")
     return report
 
 

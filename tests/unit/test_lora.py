@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 from helpers import single_thread, tiny_config, write_tasks  # noqa: F401  (fixture)
+from mixed_support import TrainedRun, batch_logits, encode_mixed, mixed_tasks
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import promptmux.train.trainer as trainer_mod
 from promptmux.cli import app
 from promptmux.config import config_from_dict
 from promptmux.data.collate import collate
@@ -33,33 +33,18 @@ from promptmux.serve.bundle import load_bundle
 from promptmux.serve.export import export_merged
 from promptmux.serve.mixed import predict_mixed
 from promptmux.serve.predictor import Predictor
-from promptmux.tasks.spec import Example
 from promptmux.train.setup import build_optimizer
 from promptmux.train.trainer import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 R = 4
-TASKS = [
-    TaskInfo("a", "classification", ["neg", "pos"], "mean", "accuracy"),
-    TaskInfo("b", "classification", ["neg", "pos"], "mean", "accuracy"),
-    TaskInfo("tok", "token", ["O", "B-PER", "B-LOC"], "mean", "entity_f1"),
-]
-EXAMPLES = {
-    "a": [Example("the movie was good"), Example("bad"), Example("a really very boring film with an actor")],
-    "b": [Example("the plot was fine and fun"), Example("worst")],
-    "tok": [Example(("john", "works", "in", "paris")), Example(("mary",))],
-}
+TASKS = mixed_tasks()
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_backbone: Path):
-    return load_backbone(str(tiny_backbone))[1]
-
-
-@pytest.fixture(scope="module")
-def encoded(tokenizer):
-    return {t.name: encode_examples(EXAMPLES[t.name], tokenizer, t.type, 32, t.n_labels) for t in TASKS}
+def encoded(tiny_backbone: Path):
+    return encode_mixed(tiny_backbone, TASKS)
 
 
 def make_model(tiny_backbone: Path, kind: str = "per_task", seed: int = 0, prompts=None, **lora) -> MultiTaskModel:
@@ -67,12 +52,6 @@ def make_model(tiny_backbone: Path, kind: str = "per_task", seed: int = 0, promp
     encoder = load_backbone(str(tiny_backbone))[0]
     spec = {"kind": kind, "r": R, "alpha": 8.0, **lora} if kind != "none" else None
     return build_model(encoder, TASKS, head_dropout=0.0, prompts=prompts, lora=spec).eval()
-
-
-def logits(model: MultiTaskModel, parts) -> dict[str, torch.Tensor]:
-    batch = collate(parts, pad_id=0)
-    with torch.no_grad():
-        return model(**batch.model_inputs())
 
 
 def everything(encoded, order=("a", "b", "tok")):
@@ -91,9 +70,9 @@ def perturb(model: MultiTaskModel, task: str, scale: float = 0.5) -> None:
 
 
 def test_zero_initialised_adapters_start_from_the_plain_model(tiny_backbone: Path, encoded) -> None:
-    plain = logits(make_model(tiny_backbone, "none"), everything(encoded))
+    plain = batch_logits(make_model(tiny_backbone, "none"), everything(encoded))
     for kind in ("shared", "per_task"):
-        got = logits(make_model(tiny_backbone, kind), everything(encoded))
+        got = batch_logits(make_model(tiny_backbone, kind), everything(encoded))
         for t in plain:
             torch.testing.assert_close(got[t], plain[t], atol=1e-6, rtol=0)
 
@@ -102,31 +81,31 @@ def test_per_task_rows_route_to_their_own_adapter(tiny_backbone: Path, encoded) 
     model = make_model(tiny_backbone)
     for t in ("a", "b", "tok"):
         perturb(model, t)
-    mixed = logits(model, everything(encoded, ("tok", "b", "a")))
+    mixed = batch_logits(model, everything(encoded, ("tok", "b", "a")))
     # Each task's rows in the mixed batch equal those rows run alone with that task's adapter.
     for t in ("a", "b", "tok"):
-        alone = logits(model, [(t, encoded[t], np.arange(len(encoded[t])))])[t]
+        alone = batch_logits(model, [(t, encoded[t], np.arange(len(encoded[t])))])[t]
         got = mixed[t][:, : alone.shape[1]] if t == "tok" else mixed[t]
         torch.testing.assert_close(got, alone, atol=1e-5, rtol=1e-5)
     # Heads a and b made identical: the adapter is then the only difference between tasks a and b.
     model.heads["b"].load_state_dict(model.heads["a"].state_dict())
     rows = np.arange(len(encoded["a"]))
-    as_a = logits(model, [("a", encoded["a"], rows), ("tok", encoded["tok"], np.arange(2))])["a"]
-    as_b = logits(model, [("tok", encoded["tok"], np.arange(2)), ("b", encoded["a"], rows)])["b"]
+    as_a = batch_logits(model, [("a", encoded["a"], rows), ("tok", encoded["tok"], np.arange(2))])["a"]
+    as_b = batch_logits(model, [("tok", encoded["tok"], np.arange(2)), ("b", encoded["a"], rows)])["b"]
     assert (as_a - as_b).abs().max() > 1e-3
     with torch.no_grad():
         for _, layer in lora_modules(model.encoder):
             layer.lora_A["b"].copy_(layer.lora_A["a"])
             layer.lora_B["b"].copy_(layer.lora_B["a"])
-    as_b = logits(model, [("b", encoded["a"], rows)])["b"]
+    as_b = batch_logits(model, [("b", encoded["a"], rows)])["b"]
     torch.testing.assert_close(as_a, as_b, atol=1e-5, rtol=1e-5)
 
 
 def test_changing_one_tasks_adapter_changes_only_its_rows(tiny_backbone: Path, encoded) -> None:
     model = make_model(tiny_backbone)
-    before = logits(model, everything(encoded))
+    before = batch_logits(model, everything(encoded))
     perturb(model, "b")
-    after = logits(model, everything(encoded))
+    after = batch_logits(model, everything(encoded))
     assert (after["b"] - before["b"]).abs().max() > 1e-3
     torch.testing.assert_close(after["a"], before["a"], atol=1e-6, rtol=0)
     torch.testing.assert_close(after["tok"], before["tok"], atol=1e-6, rtol=0)
@@ -138,9 +117,9 @@ def test_routing_is_kept_per_thread(tiny_backbone: Path, encoded) -> None:
     for t in ("a", "b", "tok"):
         perturb(model, t)
     jobs = [everything(encoded, order) for order in (("a", "b", "tok"), ("tok", "a"), ("b",), ("b", "a"))] * 4
-    expected = [logits(model, parts) for parts in jobs]
+    expected = [batch_logits(model, parts) for parts in jobs]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        got = list(pool.map(lambda parts: logits(model, parts), jobs))
+        got = list(pool.map(lambda parts: batch_logits(model, parts), jobs))
     for e, g in zip(expected, got):
         for t in e:
             torch.testing.assert_close(g[t], e[t], atol=1e-5, rtol=1e-5)
@@ -156,9 +135,9 @@ def test_encoder_called_without_rows_is_a_clear_error(tiny_backbone: Path, encod
 def test_bf16_autocast_runs_and_stays_close(tiny_backbone: Path, encoded) -> None:
     model = make_model(tiny_backbone)
     perturb(model, "a")
-    full = logits(model, everything(encoded))
+    full = batch_logits(model, everything(encoded))
     with autocast("cpu", "bf16"):
-        low = logits(model, everything(encoded))
+        low = batch_logits(model, everything(encoded))
     for t in full:
         assert torch.isfinite(low[t]).all()
         torch.testing.assert_close(low[t].float(), full[t], atol=0.1, rtol=0.1)
@@ -284,13 +263,6 @@ def test_target_modules_match_like_peft(tiny_backbone: Path) -> None:
 # --- short training runs, bundles, Predictor, merged export ----------------------------------------
 
 
-class Run:
-    def __init__(self, name: str, folder: Path, cfg, result, initial, printed: str) -> None:
-        self.name, self.folder, self.cfg, self.result, self.initial, self.printed = name, folder, cfg, result, initial, printed
-        self.out = Path(cfg.output.dir)
-        self.kind = cfg.model.lora.kind
-
-
 RUNS = {
     "shared": {"lora": {"kind": "shared", "r": R, "lr": 0.01}},
     "per_task": {"lora": {"kind": "per_task", "r": R, "lr": 0.01, "target_modules": ["query", "value", "intermediate.dense"]}},
@@ -300,7 +272,7 @@ PRECISION = {"per_task+shallow": "bf16"}  # LoRA + soft prompts under bf16 autoc
 
 
 @pytest.fixture(scope="module", params=list(RUNS))
-def run(request, tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory, single_thread) -> Run:  # noqa: F811
+def run(request, tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory, single_thread) -> TrainedRun:  # noqa: F811
     name = request.param
     folder = tmp_path_factory.mktemp(f"lora-{name.replace('+', '-')}")
     tasks = write_tasks(folder, ["sentiment", "pair", "ner"], n_train=48, n_dev=12)
@@ -309,32 +281,10 @@ def run(request, tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory, 
                     train={"max_steps": 12, "eval_every": 6, "log_every": 6, "precision": PRECISION.get(name, "fp32")}),
         base_dir=folder,
     )
-    initial: dict[str, torch.Tensor] = {}
-    real_build = trainer_mod.build_model
-
-    def recording_build(*args, **kwargs):
-        model = real_build(*args, **kwargs)
-        initial.update({k: v.clone() for k, v in model.state_dict().items()})
-        return model
-
-    printed: list[str] = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainer_mod, "build_model", recording_build)
-        mp.setattr(trainer_mod.RunLogger, "message", lambda self, text: printed.append(text))
-        result = train(cfg)
-    return Run(name, folder, cfg, result, initial, "\n".join(printed))
+    return TrainedRun.train(name, folder, cfg, kind=cfg.model.lora.kind)
 
 
-def dev_inputs(run: Run, task: str) -> list:
-    rows = [json.loads(line) for line in (run.folder / task / "dev.jsonl").read_text(encoding="utf-8").splitlines()]
-    if task == "pair":
-        return [(r["premise"], r["hypothesis"]) for r in rows]
-    if task == "ner":
-        return [r["tokens"] for r in rows]
-    return [r["text"] for r in rows]
-
-
-def test_training_moves_only_lora_heads_and_prompts(run: Run) -> None:
+def test_training_moves_only_lora_heads_and_prompts(run: TrainedRun) -> None:
     assert run.result.steps == 12
     state = run.result.model.state_dict()
     for k, v in state.items():
@@ -351,7 +301,7 @@ def test_training_moves_only_lora_heads_and_prompts(run: Run) -> None:
     assert train_losses and all(np.isfinite(train_losses))
 
 
-def test_trainable_count_and_lora_share_are_printed(run: Run) -> None:
+def test_trainable_count_and_lora_share_are_printed(run: TrainedRun) -> None:
     model = run.result.model
     total = sum(p.numel() for p in model.parameters())
     n = sum(p.numel() for p in lora_parameters(model))
@@ -362,7 +312,7 @@ def test_trainable_count_and_lora_share_are_printed(run: Run) -> None:
     assert int(trainable.group(1).replace(",", "")) == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def test_bundle_keeps_adapters_next_to_the_plain_model_file(run: Run, tiny_backbone: Path) -> None:
+def test_bundle_keeps_adapters_next_to_the_plain_model_file(run: TrainedRun, tiny_backbone: Path) -> None:
     bundle = run.out / "last"
     meta = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
     lora = dict(RUNS[run.name]["lora"])
@@ -386,7 +336,7 @@ def test_bundle_keeps_adapters_next_to_the_plain_model_file(run: Run, tiny_backb
         assert 4 * per_adapter < size < 4 * per_adapter + 16_000
 
 
-def test_bundle_loads_back_with_identical_outputs(run: Run) -> None:
+def test_bundle_loads_back_with_identical_outputs(run: TrainedRun) -> None:
     predictor = Predictor.from_pretrained(run.out / "last", precision="fp32")
     loaded = predictor.model
     trained = run.result.model.eval()
@@ -396,18 +346,18 @@ def test_bundle_loads_back_with_identical_outputs(run: Run) -> None:
     for k, v in trained.state_dict().items():
         assert torch.equal(state[k], v), k
     enc = {
-        t.name: encode_examples(predictor.examples(t.name, dev_inputs(run, t.name)), predictor.tokenizer, t.type, 32, t.n_labels)
+        t.name: encode_examples(predictor.examples(t.name, run.dev_inputs(t.name)), predictor.tokenizer, t.type, 32, t.n_labels)
         for t in predictor.tasks.values()
     }
     parts = [(t, enc[t], np.arange(len(enc[t]))) for t in ("ner", "sentiment", "pair")]
-    a, b = logits(trained, parts), logits(loaded, parts)
+    a, b = batch_logits(trained, parts), batch_logits(loaded, parts)
     for t in a:
         torch.testing.assert_close(a[t], b[t], atol=0, rtol=0)
 
 
-def test_predictor_routes_mixed_task_items(run: Run) -> None:
+def test_predictor_routes_mixed_task_items(run: TrainedRun) -> None:
     predictor = Predictor.from_pretrained(run.out / "last", precision="fp32")
-    sentiment, pair = dev_inputs(run, "sentiment")[:4], dev_inputs(run, "pair")[:4]
+    sentiment, pair = run.dev_inputs("sentiment")[:4], run.dev_inputs("pair")[:4]
     alone = predictor.predict("sentiment", sentiment) + predictor.predict("pair", pair)
     items = [("pair", predictor.example("pair", x)) for x in pair] + [("sentiment", predictor.example("sentiment", x)) for x in sentiment]
     mixed = predict_mixed(predictor, items)
@@ -430,7 +380,7 @@ def test_predictor_routes_mixed_task_items(run: Run) -> None:
         )
 
 
-def test_merged_export_predicts_like_the_lora_bundle(run: Run, tmp_path: Path) -> None:
+def test_merged_export_predicts_like_the_lora_bundle(run: TrainedRun, tmp_path: Path) -> None:
     # per_task exports from the run folder (its best bundle), shared from its last bundle.
     source_path = run.out if run.kind == "per_task" else run.out / "last"
     source = Predictor.from_pretrained(source_path, precision="fp32")
@@ -451,7 +401,7 @@ def test_merged_export_predicts_like_the_lora_bundle(run: Run, tmp_path: Path) -
         assert merged.model.lora is None and not lora_modules(merged.model.encoder)
         assert list(merged.tasks) == ([task] if task else ["sentiment", "pair", "ner"])
         for name in merged.tasks:
-            inputs = dev_inputs(run, name)
+            inputs = run.dev_inputs(name)
             want, got = source.predict(name, inputs), merged.predict(name, inputs)
             for x, y in zip(want, got):
                 if name == "ner":
@@ -472,7 +422,7 @@ def test_merged_export_predicts_like_the_lora_bundle(run: Run, tmp_path: Path) -
             assert metrics == pytest.approx(before[name], abs=1e-6)
 
 
-def test_export_errors(run: Run, tmp_path: Path) -> None:
+def test_export_errors(run: TrainedRun, tmp_path: Path) -> None:
     if run.kind == "per_task":
         with pytest.raises(BundleError, match=r"--task: .* has no task 'nope'; its tasks: sentiment, pair, ner"):
             export_merged(run.out, tmp_path / "x", task="nope")

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import single_thread  # noqa: F401  (fixture)
+from mixed_support import assert_rows_alone, batch_logits
+
 from promptmux.data.collate import collate
 from promptmux.data.encode import encode_examples
 from promptmux.errors import ConfigError
@@ -287,35 +288,24 @@ def test_build_model_makes_one_head_per_task(multitask) -> None:
     assert model.heads["pair"].pooling == "cls" and model.heads["cls"].pooling == "mean"
 
 
-def _logits(model: MultiTaskModel, parts) -> dict[str, torch.Tensor]:
-    batch = collate(parts, pad_id=0)
-    with torch.no_grad():
-        return model(**batch.model_inputs())
-
-
 @pytest.mark.parametrize("order", [["cls", "pair", "multi", "reg", "tok"], ["tok", "reg", "pair", "cls", "multi"]])
 def test_mixed_batch_gives_each_task_its_rows(multitask, order: list[str]) -> None:
     """A row's logits do not depend on which other tasks share its batch (eval mode, fp32)."""
     model, encoded = multitask
-    mixed = _logits(model, [(t, encoded[t], np.arange(len(encoded[t]))) for t in order])
+    mixed = batch_logits(model, [(t, encoded[t], np.arange(len(encoded[t]))) for t in order])
     assert list(mixed) == order
     for t in order:
-        alone = _logits(model, [(t, encoded[t], np.arange(len(encoded[t])))])[t]
+        alone = batch_logits(model, [(t, encoded[t], np.arange(len(encoded[t])))])[t]
         assert mixed[t].shape == alone.shape
         assert mixed[t].shape[0] == len(EXAMPLES[t])
         torch.testing.assert_close(mixed[t], alone, atol=1e-5, rtol=1e-5)
         # Row by row too: one row alone (no padding at all) gives the same logits.
-        for i in range(len(encoded[t])):
-            single = _logits(model, [(t, encoded[t], np.array([i]))])[t]
-            row = mixed[t][i : i + 1]
-            if t == "tok":  # a lone sentence pads to its own word count
-                row = row[:, : single.shape[1]]
-            torch.testing.assert_close(row, single, atol=1e-5, rtol=1e-5)
+        assert_rows_alone(model, mixed, t, encoded[t])
 
 
 def test_mixed_batch_shapes_per_head(multitask) -> None:
     model, encoded = multitask
-    out = _logits(model, [(t.name, encoded[t.name], np.arange(len(encoded[t.name]))) for t in TASKS])
+    out = batch_logits(model, [(t.name, encoded[t.name], np.arange(len(encoded[t.name]))) for t in TASKS])
     assert out["cls"].shape == (3, 2) and out["pair"].shape == (2, 3) and out["multi"].shape == (2, 4)
     assert out["reg"].shape == (3, 1)
     assert out["tok"].shape == (3, 4, 3)  # 3 sentences, up to 4 words, 3 tags
@@ -328,12 +318,12 @@ def test_mixed_batch_shapes_per_head(multitask) -> None:
 def test_train_mode_dropout_changes_outputs_eval_mode_does_not(multitask) -> None:
     model, encoded = multitask
     parts = [("cls", encoded["cls"], np.arange(3))]
-    a, b = _logits(model, parts)["cls"], _logits(model, parts)["cls"]
+    a, b = batch_logits(model, parts)["cls"], batch_logits(model, parts)["cls"]
     assert torch.equal(a, b)
     model.train()
     try:
         torch.manual_seed(1)
-        c = _logits(model, parts)["cls"]
+        c = batch_logits(model, parts)["cls"]
     finally:
         model.eval()
     assert not torch.allclose(a, c)

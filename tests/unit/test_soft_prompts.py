@@ -8,17 +8,17 @@ model that predicts the same, with the prompts bit-exact.
 from __future__ import annotations
 
 import json
-import shutil
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import single_thread, tiny_config, write_tasks  # noqa: F401  (fixture)
+from mixed_support import TrainedRun, assert_rows_alone, batch_logits, encode_mixed, mixed_tasks
 from safetensors.torch import load_file
 
-import promptmux.train.trainer as trainer_mod
-from helpers import single_thread, tiny_config, write_tasks  # noqa: F401  (fixture)
 from promptmux.config import config_from_dict
 from promptmux.data.collate import collate
 from promptmux.data.encode import encode_examples
@@ -29,7 +29,6 @@ from promptmux.serve.bundle import load_bundle
 from promptmux.serve.predictor import Predictor
 from promptmux.tasks.spec import Example
 from promptmux.train.setup import build_optimizer
-from promptmux.train.trainer import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -38,38 +37,18 @@ L = 4
 
 # Two classification tasks with the same label count (so heads can be made identical), and a token
 # task (its word_starts must keep pointing at the real tokens).
-TASKS = [
-    TaskInfo("a", "classification", ["neg", "pos"], "mean", "accuracy"),
-    TaskInfo("b", "classification", ["neg", "pos"], "cls", "accuracy"),
-    TaskInfo("tok", "token", ["O", "B-PER", "B-LOC"], "mean", "entity_f1"),
-]
-EXAMPLES = {
-    "a": [Example("the movie was good"), Example("bad"), Example("a really very boring film with an actor")],
-    "b": [Example("the plot was fine and fun"), Example("worst")],
-    "tok": [Example(("john", "works", "in", "paris")), Example(("mary",))],
-}
+TASKS = mixed_tasks(b_pooling="cls")
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_backbone: Path):
-    return load_backbone(str(tiny_backbone))[1]
-
-
-@pytest.fixture(scope="module")
-def encoded(tokenizer):
-    return {t.name: encode_examples(EXAMPLES[t.name], tokenizer, t.type, 32, t.n_labels) for t in TASKS}
+def encoded(tiny_backbone: Path):
+    return encode_mixed(tiny_backbone, TASKS)
 
 
 def make_model(tiny_backbone: Path, kind: str, seed: int = 0) -> MultiTaskModel:
     torch.manual_seed(seed)
     encoder = load_backbone(str(tiny_backbone))[0]
     return build_model(encoder, TASKS, head_dropout=0.0, prompts={"kind": kind, "length": L, "rank": 2}).eval()
-
-
-def logits(model: MultiTaskModel, parts) -> dict[str, torch.Tensor]:
-    batch = collate(parts, pad_id=0)
-    with torch.no_grad():
-        return model(**batch.model_inputs())
 
 
 def everything(encoded, order=("a", "b", "tok")):
@@ -107,9 +86,9 @@ def test_kind_none_builds_no_prompt(tiny_backbone: Path) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_rows_read_only_their_own_task_prompt(tiny_backbone: Path, encoded, kind: str) -> None:
     model = make_model(tiny_backbone, kind)
-    before = logits(model, everything(encoded))
+    before = batch_logits(model, everything(encoded))
     perturb_task(model.prompt, "b")
-    after = logits(model, everything(encoded))
+    after = batch_logits(model, everything(encoded))
     # Task b's rows see the change; every other row is untouched.
     assert (after["b"] - before["b"]).abs().max() > 1e-4  # (float noise is ~1e-7)
     torch.testing.assert_close(after["a"], before["a"], atol=1e-6, rtol=0)
@@ -123,8 +102,8 @@ def test_swapping_a_rows_task_swaps_its_prompt(tiny_backbone: Path, encoded, kin
     model.heads["b"].pooling = "mean"  # heads a and b now differ only by their task's prompt
     perturb_task(model.prompt, "b")  # (shared and generated tasks start close to one another)
     rows = np.arange(len(encoded["a"]))
-    as_a = logits(model, [("a", encoded["a"], rows), ("tok", encoded["tok"], np.arange(2))])["a"]
-    as_b = logits(model, [("tok", encoded["tok"], np.arange(2)), ("b", encoded["a"], rows)])["b"]
+    as_a = batch_logits(model, [("a", encoded["a"], rows), ("tok", encoded["tok"], np.arange(2))])["a"]
+    as_b = batch_logits(model, [("tok", encoded["tok"], np.arange(2)), ("b", encoded["a"], rows)])["b"]
     assert (as_a - as_b).abs().max() > 1e-4
     # And the prompt is the only difference: with b's prompt set to a's, the rows agree again.
     with torch.no_grad():
@@ -136,7 +115,7 @@ def test_swapping_a_rows_task_swaps_its_prompt(tiny_backbone: Path, encoded, kin
             p.mpt.prefix_task_rows[1].copy_(p.mpt.prefix_task_rows[0])
         else:
             p.task_embeddings["b"].copy_(p.task_embeddings["a"])
-    as_b = logits(model, [("b", encoded["a"], rows)])["b"]
+    as_b = batch_logits(model, [("b", encoded["a"], rows)])["b"]
     torch.testing.assert_close(as_a, as_b, atol=1e-5, rtol=1e-5)
 
 
@@ -144,14 +123,9 @@ def test_swapping_a_rows_task_swaps_its_prompt(tiny_backbone: Path, encoded, kin
 def test_padding_and_batch_company_do_not_change_a_row(tiny_backbone: Path, encoded, kind: str) -> None:
     """Each row alone (no padding at all) gives what it gives padded inside a mixed batch."""
     model = make_model(tiny_backbone, kind)
-    mixed = logits(model, everything(encoded, ("tok", "b", "a")))
+    mixed = batch_logits(model, everything(encoded, ("tok", "b", "a")))
     for t in ("a", "b", "tok"):
-        for i in range(len(encoded[t])):
-            alone = logits(model, [(t, encoded[t], np.array([i]))])[t]
-            row = mixed[t][i : i + 1]
-            if t == "tok":  # a lone sentence pads to its own word count
-                row = row[:, : alone.shape[1]]
-            torch.testing.assert_close(row, alone, atol=1e-5, rtol=1e-5)
+        assert_rows_alone(model, mixed, t, encoded[t])
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -181,8 +155,8 @@ def test_prompts_change_the_encoder_output(tiny_backbone: Path, encoded) -> None
     """A model with a prompt differs from the same encoder without one (the prompt is read)."""
     with_prompt = make_model(tiny_backbone, "shallow")
     without = MultiTaskModel(with_prompt.encoder, with_prompt.heads)
-    a = logits(with_prompt, everything(encoded))["a"]
-    b = logits(without, everything(encoded))["a"]
+    a = batch_logits(with_prompt, everything(encoded))["a"]
+    b = batch_logits(without, everything(encoded))["a"]
     assert (a - b).abs().max() > 1e-3
 
 
@@ -194,12 +168,12 @@ def test_deep_prompt_hooks_are_inert_outside_a_pass_and_kept_per_thread(tiny_bac
     batch = collate(everything(encoded), pad_id=0)
     plain = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     jobs = [everything(encoded, order) for order in (("a", "b", "tok"), ("tok", "a"), ("b",), ("a",))] * 5
-    expected = [logits(model, parts) for parts in jobs]
+    expected = [batch_logits(model, parts) for parts in jobs]
     # After passes with prompts, the bare encoder computes what it did before (hooks are no-ops).
     again = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     torch.testing.assert_close(again, plain, atol=0, rtol=0)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        got = list(pool.map(lambda parts: logits(model, parts), jobs))
+        got = list(pool.map(lambda parts: batch_logits(model, parts), jobs))
     for e, g in zip(expected, got):
         assert e.keys() == g.keys()
         for t in e:
@@ -240,14 +214,8 @@ def test_prompts_get_their_own_rate_and_no_weight_decay(tiny_backbone: Path, tmp
 # --- a short frozen-backbone run per kind ---------------------------------------------------------
 
 
-class Run:
-    def __init__(self, kind: str, folder: Path, cfg, result, initial: dict[str, torch.Tensor], printed: str) -> None:
-        self.kind, self.folder, self.cfg, self.result, self.initial, self.printed = kind, folder, cfg, result, initial, printed
-        self.out = Path(cfg.output.dir)
-
-
 @pytest.fixture(scope="module", params=KINDS)
-def run(request, tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory, single_thread) -> Run:
+def run(request, tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory, single_thread) -> TrainedRun:  # noqa: F811
     kind = request.param
     folder = tmp_path_factory.mktemp(f"prompt-{kind}")
     tasks = write_tasks(folder, ["sentiment", "pair", "ner"], n_train=64, n_dev=16)
@@ -260,32 +228,10 @@ def run(request, tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory, 
         ),
         base_dir=folder,
     )
-    initial: dict[str, torch.Tensor] = {}
-    real_build = trainer_mod.build_model
-
-    def recording_build(*args, **kwargs):
-        model = real_build(*args, **kwargs)
-        initial.update({k: v.clone() for k, v in model.state_dict().items()})
-        return model
-
-    printed: list[str] = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainer_mod, "build_model", recording_build)
-        mp.setattr(trainer_mod.RunLogger, "message", lambda self, text: printed.append(text))
-        result = train(cfg)
-    return Run(kind, folder, cfg, result, initial, "\n".join(printed))
+    return TrainedRun.train(kind, folder, cfg)
 
 
-def dev_inputs(run: Run, task: str) -> list:
-    rows = [json.loads(line) for line in (run.folder / task / "dev.jsonl").read_text(encoding="utf-8").splitlines()]
-    if task == "pair":
-        return [(r["premise"], r["hypothesis"]) for r in rows]
-    if task == "ner":
-        return [r["tokens"] for r in rows]
-    return [r["text"] for r in rows]
-
-
-def test_frozen_backbone_trains_only_prompts_and_heads(run: Run) -> None:
+def test_frozen_backbone_trains_only_prompts_and_heads(run: TrainedRun) -> None:
     state = run.result.model.state_dict()
     encoder_keys = [k for k in state if k.startswith("encoder.")]
     prompt_keys = [k for k in state if k.startswith("prompt.")]
@@ -297,7 +243,7 @@ def test_frozen_backbone_trains_only_prompts_and_heads(run: Run) -> None:
     assert all(not torch.equal(state[k], run.initial[k]) for k in heads if k.endswith(".out.weight"))
 
 
-def test_trainable_count_and_share_are_printed(run: Run) -> None:
+def test_trainable_count_and_share_are_printed(run: TrainedRun) -> None:
     model = run.result.model
     trainable = sum(p.numel() for p in model.prompt.parameters()) + sum(p.numel() for p in model.heads.parameters())
     total = sum(p.numel() for p in model.parameters())
@@ -310,12 +256,12 @@ def test_trainable_count_and_share_are_printed(run: Run) -> None:
     assert f"soft prompts ({run.kind}): {n_prompt:,}" in run.printed
 
 
-def test_bundle_records_the_prompt_settings(run: Run) -> None:
+def test_bundle_records_the_prompt_settings(run: TrainedRun) -> None:
     meta = json.loads((run.out / "last" / "bundle.json").read_text(encoding="utf-8"))
     assert meta["settings"]["prompts"] == {"kind": run.kind, "length": L, "rank": 2, "task_embedding_dim": 32, "generator_hidden": 256, "init": "vocab"}
 
 
-def test_prompts_survive_save_and_load_bit_exactly(run: Run) -> None:
+def test_prompts_survive_save_and_load_bit_exactly(run: TrainedRun) -> None:
     saved = load_file(str(run.out / "last" / "model.safetensors"))
     trained = {k: v for k, v in run.result.model.state_dict().items() if k.startswith("prompt.")}
     assert trained and {k for k in saved if k.startswith("prompt.")} == set(trained)
@@ -325,26 +271,26 @@ def test_prompts_survive_save_and_load_bit_exactly(run: Run) -> None:
         assert torch.equal(saved[k], v) and torch.equal(model.state_dict()[k], v), k
 
 
-def test_loaded_bundle_predicts_like_the_trained_model_in_mixed_batches(run: Run) -> None:
+def test_loaded_bundle_predicts_like_the_trained_model_in_mixed_batches(run: TrainedRun) -> None:
     loaded, tokenizer, tasks, _, _ = load_bundle(run.out / "last")
     trained = run.result.model.eval()
     parts = []
     for info in tasks:
-        rows = [Example(*x) if isinstance(x, tuple) else Example(tuple(x) if isinstance(x, list) else x) for x in dev_inputs(run, info.name)]
+        rows = [Example(*x) if isinstance(x, tuple) else Example(tuple(x) if isinstance(x, list) else x) for x in run.dev_inputs(info.name)]
         enc = encode_examples(rows, tokenizer, info.type, 32, info.n_labels)
         parts.append((info.name, enc, np.arange(len(enc))))
-    expected = logits(trained, parts)
-    got = logits(loaded, parts)
+    expected = batch_logits(trained, parts)
+    got = batch_logits(loaded, parts)
     for t in expected:
         torch.testing.assert_close(got[t], expected[t], atol=1e-6, rtol=1e-6)
     # And through the user-facing Predictor, per task.
     predictor = Predictor.from_pretrained(run.out / "last")
     for t in ("sentiment", "pair", "ner"):
         again = Predictor(trained, tokenizer, list(predictor.tasks.values()), predictor.settings)
-        assert predictor.predict(t, dev_inputs(run, t)) == again.predict(t, dev_inputs(run, t))
+        assert predictor.predict(t, run.dev_inputs(t)) == again.predict(t, run.dev_inputs(t))
 
 
-def test_a_bundle_without_its_prompt_setting_is_refused(run: Run, tmp_path: Path) -> None:
+def test_a_bundle_without_its_prompt_setting_is_refused(run: TrainedRun, tmp_path: Path) -> None:
     """The setting matters: without it the prompt weights in model.safetensors have no module."""
     copy_dir = tmp_path / "bundle"
     shutil.copytree(run.out / "last", copy_dir)
@@ -355,7 +301,7 @@ def test_a_bundle_without_its_prompt_setting_is_refused(run: Run, tmp_path: Path
         load_bundle(copy_dir)
 
 
-def test_old_bundles_without_prompts_still_load(run: Run, tmp_path: Path) -> None:
+def test_old_bundles_without_prompts_still_load(run: TrainedRun, tmp_path: Path) -> None:
     """A bundle written before soft prompts existed (no `prompts` setting, no prompt weights)."""
     from promptmux.serve.bundle import write_bundle
 

@@ -1,0 +1,180 @@
+"""The command-line options and run overrides the bench scripts share (bench/common.py).
+
+The README and bench/results/*.md quote the scripts' commands, so their flags and defaults are
+pinned here too: a refactor of the shared helpers must not change what a quoted command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def bench_module(name: str) -> ModuleType:
+    """Import a bench script as the scripts import each other (bench/ on sys.path)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def common() -> ModuleType:
+    return bench_module("common")
+
+
+def parser(common: ModuleType, **run: object) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    common.add_tasks_arg(p)
+    common.add_run_args(p, **run)
+    common.add_output_args(p, "demo")
+    return p
+
+
+def test_shared_options_defaults_and_order(common: ModuleType) -> None:
+    args = parser(common).parse_args([])
+    assert list(vars(args)) == [
+        "tasks", "batch_size", "train_cap", "dev_cap", "max_length", "lr", "head_lr", "sampling",
+        "precision", "threads", "set", "tag", "results_dir",
+    ]  # fmt: skip
+    assert args.tasks == "sst2,cola,mrpc,stsb,rte"
+    assert (args.batch_size, args.train_cap, args.dev_cap, args.max_length) == (32, None, None, 128)
+    assert (args.lr, args.head_lr, args.sampling) == (5e-5, 1e-3, "temperature")
+    assert args.precision == "bf16"
+    assert (args.threads, args.set, args.tag) == (None, [], "")
+    assert args.results_dir == str(BENCH / "results")
+
+
+def test_switches_leave_options_out_and_set_defaults(common: ModuleType) -> None:
+    p = argparse.ArgumentParser()
+    common.add_run_args(
+        p,
+        batch_size=16,
+        train_cap=4000,
+        unit="sentences",
+        test_cap=True,
+        precision=True,
+        lr=None,
+        sampling=None,
+    )
+    common.add_output_args(p, "demo", precision=False, overrides_for=None)
+    args = p.parse_args([])
+    assert list(vars(args)) == [
+        "batch_size", "train_cap", "dev_cap", "test_cap", "max_length", "precision", "threads",
+        "tag", "results_dir",
+    ]  # fmt: skip
+    assert (args.batch_size, args.train_cap) == (16, 4000)
+    helps = {a.dest: a.help for a in p._actions}
+    assert helps["train_cap"] == "training sentences kept per task (seeded sample; 0: all)"
+    assert helps["test_cap"].startswith("test sentences kept per task")
+    assert helps["tag"] == "suffix for the result files (demo<-tag>.json/.md)"
+
+
+def test_bad_precision_is_refused_naming_the_option(
+    common: ModuleType, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit):
+        parser(common).parse_args(["--precision", "fp16"])
+    assert "--precision: invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_run_overrides(common: ModuleType) -> None:
+    argv = ["--train-cap", "60", "--dev-cap", "24", "--precision", "fp32"]
+    args = parser(common).parse_args(argv)
+    out = Path("/tmp/run")
+    o = common.run_overrides(args, ["sst2", "rte"], 40, 1001, out, sampling={"mixed": True})
+    assert o == {
+        "seed": 1001,
+        "model.max_length": 128,
+        "sampling.mixed": True,
+        "train.max_steps": 40,
+        "train.epochs": None,
+        "train.batch_size": 32,
+        "train.grad_accum": 1,
+        "train.lr": 5e-5,
+        "train.head_lr": 1e-3,
+        "train.eval_every": 40,  # one evaluation, after the last step
+        "train.log_every": 2,
+        "train.progress": False,
+        "train.precision": "fp32",
+        "output.dir": "/tmp/run",
+        "output.tensorboard": False,
+        "tasks.sst2.data.max_examples.train": 60,
+        "tasks.rte.data.max_examples.train": 60,
+        "tasks.sst2.data.max_examples.dev": 24,
+        "tasks.rte.data.max_examples.dev": 24,
+    }
+    # A cap of 0 keeps every row; a parser without --test-cap caps no test split.
+    args.train_cap = 0
+    o = common.run_overrides(args, ["sst2"], 5, 0, Path("out"), eval_every=2)
+    assert not any(k.endswith((".train", ".test")) for k in o)
+    assert (o["train.eval_every"], o["train.log_every"]) == (2, 1)
+
+
+def test_command_stem_and_settings(common: ModuleType) -> None:
+    args = parser(common).parse_args(["--tag", "smoke", "--set", "train.lr=1e-4"])
+    command = common.command_line("glue5.py", ["--tag", "a b"])
+    assert command == "python bench/glue5.py --tag 'a b'"
+    assert common.result_stem("glue5", args.tag) == "glue5-smoke"
+    assert common.result_stem("glue5", "") == "glue5"
+    settings = common.settings_of(args, "threads")
+    assert "tag" not in settings and "results_dir" not in settings and "threads" not in settings
+    assert settings["set"] == ["train.lr=1e-4"]
+
+
+def test_loop_step_seconds(common: ModuleType) -> None:
+    events = [
+        {"event": "train", "step": 10, "time": 100.0},
+        {"event": "eval", "step": 20, "time": 500.0},
+        {"event": "train", "step": 30, "time": 140.0},
+    ]
+    assert common.loop_step_seconds(events, wall=999.0, steps=30) == 2.0
+    assert common.loop_step_seconds(events[:1], wall=12.0, steps=4) == 3.0
+
+
+# script -> defaults of its command line (a sample of its options).
+SCRIPTS = {
+    "glue5": {
+        "tasks": "sst2,cola,mrpc,stsb,rte", "modes": "single,multi", "seeds": 3, "steps": 4000,
+        "batch_size": 32, "train_cap": None, "lr": 5e-5, "head_lr": 1e-3,
+        "sampling": "temperature", "temperature": 2.0, "precision": "bf16",
+    },
+    "conll": {
+        "aux": "pos,chunk", "budget": "compute", "seeds": 3, "steps": 1500, "batch_size": 32,
+        "test_cap": None, "lr": 5e-5, "sampling": "temperature", "precision": "bf16",
+    },
+    "weighting": {
+        "tasks": "sst2,cola,mrpc,stsb,rte", "seeds": 3, "steps": 1500, "batch_size": 32,
+        "lr": 5e-5, "head_lr": 1e-3, "sampling": "temperature", "precision": "bf16",
+    },
+    "peft_robust": {
+        "tasks": "sst2,mrpc,rte,stsb", "seeds": 1, "steps": 200, "batch_size": 16,
+        "train_cap": 4000, "lr": 1e-4, "head_lr": 1e-3, "precision": "bf16", "lora_r": 8,
+        "work_dir": None,
+    },
+    "throughput": {
+        "tasks": "sst2,cola,mrpc,stsb,rte", "steps": 25, "rounds": 12, "warmup": 10,
+        "batch_size": 32, "max_length": 128, "sampling": "proportional", "seed": 42,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_script_command_line_defaults(script: str) -> None:
+    args = bench_module(script).parse_args([])
+    expected = SCRIPTS[script]
+    assert {k: getattr(args, k) for k in expected} == expected
+    assert (args.threads, args.tag) == (None, "")
+    assert hasattr(args, "set") == (script != "throughput")
+
+
+def test_peft_robust_records_precision_after_max_length() -> None:
+    """Its report prints the settings in parser order: the order is part of the markdown."""
+    names = list(vars(bench_module("peft_robust").parse_args([])))
+    assert names.index("precision") == names.index("max_length") + 1
