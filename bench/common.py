@@ -258,14 +258,14 @@ def glue_config(tasks: str, overrides: dict[str, Any], extra: list[str], raw_upd
     return config_from_dict(raw, items, base_dir=GLUE5.parent)
 
 
-def timed_train(cfg) -> tuple[Any, float, list[dict[str, Any]], str]:
+def timed_train(cfg, callbacks: list[Any] | None = None) -> tuple[Any, float, list[dict[str, Any]], str]:
     """Train with stdout captured: (result, wall seconds, metrics.jsonl events, captured log)."""
     from promptmux.train.trainer import train
 
     log = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(log):
-        result = train(cfg)
+        result = train(cfg, callbacks=callbacks or ())
     wall = time.perf_counter() - t0
     events = [json.loads(line) for line in (Path(cfg.output.dir) / "metrics.jsonl").read_text().splitlines()]
     return result, wall, events, log.getvalue()

@@ -304,11 +304,63 @@ def peak_memory() -> dict[str, float]:
     return out
 
 
+def status_kib(field: str) -> int | None:
+    """A memory field of /proc/self/status in KiB (VmRSS, VmHWM), None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class TrainingMemory:
+    """Memory of the training steps alone, not of loading, encoding, evaluation or saving.
+
+    The process's peak RSS (peak_memory) is dominated by what every run does alike (the
+    interpreter, the tokenized data, evaluation, writing the bundle), which hides what a method
+    saves. After the first optimizer step (parameters, gradients and optimizer state all exist),
+    this resets the kernel's RSS high-water mark (writing 5 to /proc/self/clear_refs) and reads it
+    at the last step, before the final evaluation: the peak over steps 2..N. It also counts the
+    training state exactly: parameter, gradient and optimizer-state bytes.
+    """
+
+    def __init__(self) -> None:
+        self.out: dict[str, float] = {}
+
+    def on_step_end(self, ctx: Any) -> None:
+        if ctx.step == 1:
+            state = sum(
+                t.numel() * t.element_size()
+                for group in ctx.optimizer.state.values()
+                for t in group.values()
+                if hasattr(t, "numel")
+            )
+            params = list(ctx.model.parameters())
+            self.out["state_mib"] = (
+                sum(p.numel() * p.element_size() for p in params)
+                + sum(p.numel() * p.element_size() for p in params if p.requires_grad)  # grads
+                + state
+            ) / 2**20
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+                self.out["rss_step1_mib"] = (status_kib("VmRSS") or 0) / 1024
+            except OSError:  # not Linux, or not allowed: the process peak stays the only figure
+                return
+        if ctx.step == ctx.total_steps and "rss_step1_mib" in self.out:
+            self.out["train_peak_rss_mib"] = (status_kib("VmHWM") or 0) / 1024
+
+    def on_train_end(self, ctx: Any) -> None:
+        pass
+
+
 def work_train(spec: dict[str, Any]) -> dict[str, Any]:
     from promptmux.model.lora import lora_parameters
 
     cfg = common.glue_config(spec["tasks"], spec["overrides"], spec["extra"], spec["raw_update"])
-    result, wall, events, _ = common.timed_train(cfg)
+    memory = TrainingMemory()
+    result, wall, events, _ = common.timed_train(cfg, [memory])
     model = result.model
     train_events = [e for e in events if e["event"] == "train"]
     ratios = [
@@ -334,6 +386,7 @@ def work_train(spec: dict[str, Any]) -> dict[str, Any]:
         "adversarial_step_time_ratio": sum(ratios) / len(ratios) if ratios else None,
         "distill_last": train_events[-1].get("distill") if train_events else None,
         "loss_last": train_events[-1]["loss"] if train_events else None,
+        **memory.out,
     }
 
 
