@@ -178,3 +178,41 @@ def test_peft_robust_records_precision_after_max_length() -> None:
     """Its report prints the settings in parser order: the order is part of the markdown."""
     names = list(vars(bench_module("peft_robust").parse_args([])))
     assert names.index("precision") == names.index("max_length") + 1
+
+
+def test_training_memory_counts_state_and_steps_peak() -> None:
+    """peft_robust's TrainingMemory: exact params + grads + optimizer bytes at step 1, and the RSS
+    high-water mark of steps 2..N (reset after step 1) read at the last step."""
+    import sys as _sys
+    from types import SimpleNamespace
+
+    import torch
+
+    memory = bench_module("peft_robust").TrainingMemory()
+    model = torch.nn.Linear(256, 256)  # 65,792 float32 parameters
+    model.bias.requires_grad_(False)  # frozen: counted as a parameter, not as a gradient
+    opt = torch.optim.AdamW([model.weight])
+    model(torch.randn(2, 256)).sum().backward()
+    opt.step()  # creates exp_avg and exp_avg_sq for the weight (and a step counter)
+    before = bytearray(256 * 2**20)  # a peak BEFORE the reset (loading, say): must not count
+    before[::4096] = b"\1" * len(before[::4096])
+    del before
+    ctx = SimpleNamespace(step=1, total_steps=3, model=model, optimizer=opt)
+    memory.on_step_end(ctx)
+    weight, bias = 256 * 256 * 4, 256 * 4
+    step_counter = sum(
+        s["step"].numel() * s["step"].element_size() for s in opt.state.values()
+    )
+    expected = (weight + bias) + weight + 2 * weight + step_counter
+    assert memory.out["state_mib"] == pytest.approx(expected / 2**20)
+    if not _sys.platform.startswith("linux"):
+        return
+    assert memory.out["rss_step1_mib"] > 0 and "train_peak_rss_mib" not in memory.out
+    memory.on_step_end(SimpleNamespace(step=2, total_steps=3, model=model, optimizer=opt))
+    assert "train_peak_rss_mib" not in memory.out
+    spike = bytearray(64 * 2**20)  # 64 MiB touched during "training"
+    spike[::4096] = b"\1" * len(spike[::4096])
+    del spike
+    memory.on_step_end(SimpleNamespace(step=3, total_steps=3, model=model, optimizer=opt))
+    peak, base = memory.out["train_peak_rss_mib"], memory.out["rss_step1_mib"]
+    assert base + 60 <= peak < base + 64 + 150  # the spike after the reset, not the one before
