@@ -267,6 +267,10 @@ def timed_train(cfg, callbacks: list[Any] | None = None) -> tuple[Any, float, li
     with contextlib.redirect_stdout(log):
         result = train(cfg, callbacks=callbacks or ())
     wall = time.perf_counter() - t0
+    if result.stopped == "sigterm":
+        # The trainer stops cleanly on SIGTERM (checkpoint kept) and returns; a benchmark must not
+        # score that shortened run as if it were complete, so the signal ends the benchmark too.
+        raise SystemExit(f"stopped by SIGTERM after {result.steps} steps; this run is not recorded")
     events = [json.loads(line) for line in (Path(cfg.output.dir) / "metrics.jsonl").read_text().splitlines()]
     return result, wall, events, log.getvalue()
 
