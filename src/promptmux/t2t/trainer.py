@@ -35,7 +35,7 @@ from promptmux.t2t.model import T2TModel, build_model, build_optimizer, load_lm
 from promptmux.t2t.tasks import T2TTask, build_tasks
 from promptmux.tasks.spec import TaskData
 from promptmux.train import checkpoint as ckpt
-from promptmux.train.bookkeeping import checkpoint_after_evaluation, record_evaluation, write_results
+from promptmux.train.bookkeeping import Outcome, after_step, record_evaluation, write_results
 from promptmux.train.logger import RunLogger
 from promptmux.train.setup import build_scheduler, total_steps
 
@@ -151,6 +151,9 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
             ckpt.loop_state(state, sampler, streams),
         )
 
+    def evaluate() -> tuple[dict[str, dict[str, float]], bool]:
+        return _evaluate(cfg, acc, raw_model, data, tokenizer, state, logger)
+
     def next_batch() -> t2t_data.T2TBatch:
         if cfg.sampling.mixed:
             counts = sampler.counts(cfg.train.batch_size, state["step"])
@@ -161,9 +164,7 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
 
     # ---- loop
     model.train()
-    best_metrics: dict[str, dict[str, float]] = {}
-    last_metrics: dict[str, dict[str, float]] = {}
-    stopped = "completed"
+    outcome = Outcome()
     running: dict[str, float] = {}
     window: dict[str, list[float]] = {}
     weights: dict[str, float] = {}
@@ -202,22 +203,10 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
                 window.clear()
                 t0, tokens0 = time.perf_counter(), state["tokens"]
 
-            if step % cfg.train.eval_every == 0 or step == steps:
-                last_metrics, improved = _evaluate(cfg, acc, raw_model, data, tokenizer, state, logger)
-                sampler.observe({t: m[cfg.main_metric(t)] for t, m in last_metrics.items()})
-                if improved:
-                    best_metrics = last_metrics
-                if checkpoint_after_evaluation(cfg, acc, out, state, improved, write_files, save_last, logger):
-                    stopped = "early_stopping"
-                    break
-            elif stop.requested:
-                save_last()
-            if stop.requested:
-                stopped = "sigterm"
-                logger.message(f"SIGTERM: checkpoint saved at step {step}; continue with --resume")
+            if after_step(cfg, acc, out, state, steps, stop.requested, evaluate, sampler, write_files, save_last, logger, outcome):
                 break
-    write_results(acc, out, state, best_metrics, last_metrics, stopped)
-    return TrainResult(out, state["step"], state["best_step"], state["best_score"], best_metrics, last_metrics, stopped, raw_model)
+    write_results(acc, out, state, outcome)
+    return TrainResult(out, state["step"], state["best_step"], state["best_score"], outcome.best, outcome.last, outcome.stopped, raw_model)
 
 
 def _evaluate(cfg: Config, acc, model: T2TModel, data: T2TData, tokenizer, state: dict, logger: RunLogger):

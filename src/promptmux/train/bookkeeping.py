@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,48 @@ def checkpoint_after_evaluation(
     return False
 
 
-def write_results(acc, out: Path, state: dict[str, Any], best: Metrics, last: Metrics, stopped: str) -> None:
+@dataclass
+class Outcome:
+    """What a loop reports at its end: the best and latest dev metrics, and why it stopped
+    ("completed", "early_stopping" or "sigterm")."""
+
+    best: Metrics = field(default_factory=dict)
+    last: Metrics = field(default_factory=dict)
+    stopped: str = "completed"
+
+
+def after_step(
+    cfg: Config, acc, out: Path, state: dict[str, Any], steps: int, stop_requested: bool,
+    evaluate: Callable[[], tuple[Metrics, bool]], sampler: Any,
+    write_files: Callable[[Path], None], save_last: Callable[[], None], logger: RunLogger, outcome: Outcome,
+) -> bool:
+    """The end of an optimizer step (state["step"] already counts it): evaluate when due (then feed
+    the sampler, keep the best metrics, write best/ and last/, maybe stop early); on SIGTERM save
+    last/ without evaluating. True when the loop must stop; `outcome` says why."""
+    step = state["step"]
+    if step % cfg.train.eval_every == 0 or step == steps:
+        outcome.last, improved = evaluate()
+        sampler.observe({t: m[cfg.main_metric(t)] for t, m in outcome.last.items()})
+        if improved:
+            outcome.best = outcome.last
+        if checkpoint_after_evaluation(cfg, acc, out, state, improved, write_files, save_last, logger):
+            outcome.stopped = "early_stopping"
+            return True
+    elif stop_requested:
+        save_last()  # a preempted job has seconds to exit: save the state, skip the evaluation
+    if stop_requested:
+        outcome.stopped = "sigterm"
+        logger.message(f"SIGTERM: checkpoint saved at step {step}; continue with --resume")
+        return True
+    return False
+
+
+def write_results(acc, out: Path, state: dict[str, Any], outcome: Outcome) -> None:
     """results.json (main process), then wait for every process."""
     if acc.is_main_process:
         summary = {
             "steps": state["step"], "best_step": state["best_step"], "best_score": state["best_score"],
-            "best_metrics": best, "last_metrics": last, "stopped": stopped,
+            "best_metrics": outcome.best, "last_metrics": outcome.last, "stopped": outcome.stopped,
         }
         atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
     acc.wait_for_everyone()

@@ -33,7 +33,7 @@ from promptmux.serve.bundle import write_bundle
 from promptmux.train import checkpoint as ckpt
 from promptmux.train.adversarial import build_adversary
 from promptmux.train.distill import build_distiller
-from promptmux.train.bookkeeping import checkpoint_after_evaluation, record_evaluation, write_results
+from promptmux.train.bookkeeping import Outcome, after_step, record_evaluation, write_results
 from promptmux.train.logger import RunLogger
 from promptmux.train.setup import PreparedData, build_optimizer, build_scheduler, prepare_data, total_steps
 from promptmux.train.task_grads import TaskGradients
@@ -205,6 +205,11 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
             ckpt.loop_state(state, sampler, streams),
         )
 
+    def evaluate() -> tuple[dict[str, dict[str, float]], bool]:
+        if selector is not None:  # before the evaluation, which then judges the chosen prompt
+            selector.maybe_select(raw_model, state["step"], logger)
+        return _evaluate(cfg, acc, raw_model, data, pad_id, state, logger)
+
     def next_batch() -> Batch:
         if cfg.sampling.mixed:
             counts = sampler.counts(cfg.train.batch_size, state["step"])
@@ -218,9 +223,7 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
 
     # ---- loop
     model.train()
-    best_metrics: dict[str, dict[str, float]] = {}
-    last_metrics: dict[str, dict[str, float]] = {}
-    stopped = "completed"
+    outcome = Outcome()
     running: dict[str, float] = {}
     window: dict[str, list[float]] = {}
     t0, tokens0 = time.perf_counter(), state["tokens"]
@@ -287,28 +290,14 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
                 window.clear()
                 t0, tokens0 = time.perf_counter(), state["tokens"]
 
-            if step % cfg.train.eval_every == 0 or step == steps:
-                if selector is not None:  # before the evaluation, which then judges the chosen prompt
-                    selector.maybe_select(raw_model, step, logger)
-                last_metrics, improved = _evaluate(cfg, acc, raw_model, data, pad_id, state, logger)
-                sampler.observe({t: m[cfg.main_metric(t)] for t, m in last_metrics.items()})
-                if improved:
-                    best_metrics = last_metrics
-                if checkpoint_after_evaluation(cfg, acc, out, state, improved, write_files, save_last, logger):
-                    stopped = "early_stopping"
-                    break
-            elif stop.requested:
-                save_last()  # a preempted job has seconds to exit: save the state, skip the evaluation
-            if stop.requested:
-                stopped = "sigterm"
-                logger.message(f"SIGTERM: checkpoint saved at step {step}; continue with --resume")
+            if after_step(cfg, acc, out, state, steps, stop.requested, evaluate, sampler, write_files, save_last, logger, outcome):
                 break
     if callbacks:
         ctx = StepContext(state["step"], steps, cfg, raw_model, data, pad_id, acc, optimizer, scheduler, logger)
         for cb in callbacks:
             cb.on_train_end(ctx)
-    write_results(acc, out, state, best_metrics, last_metrics, stopped)
-    return TrainResult(out, state["step"], state["best_step"], state["best_score"], best_metrics, last_metrics, stopped, raw_model)
+    write_results(acc, out, state, outcome)
+    return TrainResult(out, state["step"], state["best_step"], state["best_score"], outcome.best, outcome.last, outcome.stopped, raw_model)
 
 
 def _evaluate(cfg: Config, acc, model: MultiTaskModel, data: PreparedData, pad_id: int, state: dict, logger: RunLogger):
