@@ -7,14 +7,12 @@ do (probabilities: verbalizer scores soft-maxed over the labels); generation tas
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from promptmux.errors import BundleError
 from promptmux.serve.predictor import Predictor, TextInput
 from promptmux.t2t.bundle import load_t2t_bundle
 from promptmux.t2t.infer import predict as predict_rows
@@ -46,44 +44,14 @@ class T2TPredictor(Predictor):
 def evaluate_t2t_bundle(path: str | Path, split: str = "dev", overrides: Sequence[str] = (), report_dir: str | Path | None = None) -> dict[str, Any]:
     """`promptmux eval` for a text-to-text bundle: metrics on `split`, eval_<split>.json and
     report_<split>.md, as `promptmux.eval.report.evaluate_bundle` writes for an encoder bundle."""
-    import yaml
-
-    from promptmux.config.load import config_from_dict
-    from promptmux.eval.metrics import aggregate_score, format_markdown_table, format_table
-    from promptmux.fsutil import atomic_write_text
+    from promptmux.eval.report import bundle_config, write_evaluation
     from promptmux.t2t.infer import evaluate
     from promptmux.tasks.build import load_task
 
     predictor = T2TPredictor.from_pretrained(path)
-    config_file = predictor.folder / "config.yaml"
-    if not config_file.is_file():
-        raise BundleError(f"{predictor.folder}: no config.yaml, so the evaluation data is unknown")
-    raw = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-    for name, info in predictor.tasks.items():  # label ids as the bundle has them
-        if info.labels is not None and name in raw.get("tasks", {}):
-            raw["tasks"][name]["labels"] = info.labels
-    cfg = config_from_dict(raw, overrides)
+    cfg = bundle_config(predictor.folder, predictor.tasks, overrides)
     infos = [info for name, info in predictor.tasks.items() if name in cfg.tasks]
     rows = {t.name: load_task(t.name, cfg.tasks[t.name]).split(split) for t in infos}
     metrics = evaluate(predictor.model, infos, rows, predictor.tokenizer, predictor.max_length,
                        cfg.train.eval_batch_size, predictor.precision)
-    if not metrics:
-        raise BundleError(f"no task of {predictor.folder} has a {split!r} split")
-    main = {t: cfg.main_metric(t) for t in metrics}
-    score = aggregate_score({t: m[main[t]] for t, m in metrics.items()})
-    result: dict[str, Any] = {"bundle": str(predictor.folder), "split": split, "aggregate": score, "main_metric": main,
-                              "metrics": metrics, "sizes": {t: len(rows[t]) for t in metrics}}
-    folder = predictor.folder
-    out = Path(report_dir) if report_dir else folder.parent if folder.name in ("best", "last") else folder
-    atomic_write_text(out / f"eval_{split}.json", json.dumps(result, indent=2))
-    lines = "\n".join(f"| {t} | {result['sizes'][t]} | {main[t]} | {metrics[t][main[t]]:.2f} |" for t in metrics)
-    report = (
-        f"# Evaluation of `{folder}` on `{split}`\n\n"
-        f"Aggregate score (unweighted mean of main metrics): **{score:.2f}**\n\n"
-        f"| task | rows | main metric | score |\n|---|---:|---|---:|\n{lines}\n\n"
-        f"## All metrics\n\n{format_markdown_table(metrics, main)}\n"
-    )
-    atomic_write_text(out / f"report_{split}.md", report)
-    result["table"] = format_table(metrics, main)
-    result["report"] = str(out / f"report_{split}.md")
-    return result
+    return write_evaluation(predictor.folder, split, cfg, metrics, {t: len(rows[t]) for t in metrics}, report_dir)
