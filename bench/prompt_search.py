@@ -12,11 +12,16 @@ median candidate. A paired bootstrap over dev rows (the same resample for every 
 Tasks: GLUE SST-2, MRPC and RTE from configs/glue5.yaml, and AG News (its 10,429-row train prefix;
 the official test set, capped, as dev) from shared/data.
 
+`--decoder`: the same search for a decoder LM (the packaged Gemma 3 270M, extra `promptmux[gemma]`),
+where a candidate is a template and a verbalizer and the proxy is the untrained LM's zero-shot
+prediction on the train rows (promptmux.prompts.zero_shot); tasks SST-2 and AG News.
+
 Usage (from the repository root; data under ../shared/data or $PROMPTMUX_DATA):
 
     .venv/bin/python bench/prompt_search.py                       # sst2,mrpc,rte,ag_news
     .venv/bin/python bench/prompt_search.py --tasks sst2 --tag try
     .venv/bin/python bench/prompt_search.py --tasks mrpc --train-rows 300 --results-dir /tmp/ps
+    .venv/bin/python bench/prompt_search.py --decoder --tasks sst2,ag_news --tag decoder
 """
 
 from __future__ import annotations
@@ -43,6 +48,16 @@ AG_NEWS = {
     },
     "fields": {"text": "description", "label": "label"},
 }
+GEMMA = GLUE5.parent / "t2t_gemma.yaml"
+# The decoder's own prompts (the "current" candidates); AG News labels 1-4 are World, Sports,
+# Business, Sci/Tech.
+DECODER_PROMPTS = {
+    "sst2": {"prompt": {"template": "Review: {text}\nSentiment:"}, "verbalizer": {"0": "negative", "1": "positive"}},
+    "ag_news": {
+        "prompt": {"template": "Article: {text}\nTopic:"},
+        "verbalizer": {"1": "world", "2": "sports", "3": "business", "4": "technology"},
+    },
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,9 +68,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--train-rows",
         type=int,
-        default=4000,
-        help="train rows (all if fewer) to cross-validate each candidate's probe on",
+        default=None,
+        help="train rows (all if fewer) to choose on: the probe's CV rows (default 4000), or the "
+        "rows the decoder scores zero-shot (default 500)",
     )
+    p.add_argument(
+        "--decoder",
+        action="store_true",
+        help="search template x verbalizer for the packaged Gemma 3 270M, scored zero-shot",
+    )
+    p.add_argument("--dev-rows", type=int, default=None, help="cap on dev rows per task (seeded)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (>= 2)")
     p.add_argument("--max-candidates", type=int, default=10)
     p.add_argument("--max-length", type=int, default=128)
@@ -68,20 +90,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.folds < 2:
         p.error(f"--folds must be >= 2, got {args.folds}")
+    if args.train_rows is None:
+        args.train_rows = 500 if args.decoder else 4000
     return args
 
 
-def task_config(name: str, max_length: int):
-    """The one-task config: a glue5.yaml task, or AG News read from the same data root."""
-    overrides = {"model.max_length": max_length}
-    if name != "ag_news":
+def task_config(name: str, max_length: int, decoder: bool = False, dev_rows: int | None = None):
+    """The one-task config: a glue5.yaml task, or AG News read from the same data root; with
+    `decoder`, the task on t2t_gemma.yaml's model with its decoder prompt and verbalizer."""
+    overrides: dict[str, Any] = {"model.max_length": max_length}
+    if dev_rows:
+        overrides[f"tasks.{name}.data.max_examples.dev"] = dev_rows
+    if name != "ag_news" and not decoder:
         return glue_config(name, overrides, [])
     import yaml
 
     from promptmux.config import config_from_dict
 
-    raw = yaml.safe_load(GLUE5.read_text(encoding="utf-8"))
-    raw["tasks"] = {"ag_news": AG_NEWS}
+    raw = yaml.safe_load((GEMMA if decoder else GLUE5).read_text(encoding="utf-8"))
+    if name == "ag_news":
+        task = dict(AG_NEWS)
+    else:
+        task = yaml.safe_load(GLUE5.read_text(encoding="utf-8"))["tasks"][name]
+        task.pop("prompt", None)
+    if decoder:
+        if name not in DECODER_PROMPTS:
+            raise SystemExit(f"--decoder: tasks {', '.join(DECODER_PROMPTS)} only, not {name}")
+        task.update(DECODER_PROMPTS[name])
+    raw["tasks"] = {name: task}
     items = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     return config_from_dict(raw, items, base_dir=GLUE5.parent)
 
@@ -116,12 +152,28 @@ def gap_cell(gap: dict[str, float | None] | None) -> str:
     return f"{gap['gap']:+.2f}" + ("" if gap["se"] is None else f" ± {gap['se']:.2f}")
 
 
+DECODER_METHOD = (
+    "Each candidate is a template and a verbalizer (one answer word per label) for the packaged "
+    "Gemma 3 270M decoder, **untrained**: a row's prediction is the label whose verbalizer word "
+    "the LM finds likeliest after the filled-in template, exactly how a decoder bundle predicts. "
+    "The candidate with the best main metric on a seeded sample of **train rows** is chosen "
+    "(nothing is fitted, so no folds); its gaps over the runner-up and the median candidate carry "
+    "a paired standard error (per-row values on the same rows). Dev is never used to choose: it is "
+    "where the chosen candidate is compared with the median candidate. IG = H(Y) − H(Y | Ŷ) in "
+    "bits between gold and predicted labels."
+)
+
+
 def render(report: dict[str, Any], sections: list[str]) -> str:
     """The markdown page: method, command, machine, the summary table, then each task's table."""
+    from promptmux.prompts.search_output import md_code
+
+    decoder = report["args"].get("decoder")
+    by = "train" if decoder else "CV"
     lines = [
-        "# Prompt search on real data",
+        "# Prompt search on real data" + (": decoder, zero-shot" if decoder else ""),
         "",
-        (
+        DECODER_METHOD if decoder else (
             "Each candidate template is scored by a linear probe (logistic regression) on frozen, "
             "mean-pooled MiniLM embeddings of the prompted text; the prompt with the best main "
             "metric by **k-fold cross-validation on a sample of train rows** (pooled out-of-fold "
@@ -138,8 +190,8 @@ def render(report: dict[str, Any], sections: list[str]) -> str:
         describe(report["environment"]),
         "",
         (
-            "| task | metric | candidates | chosen prompt | CV rows | CV chosen "
-            "| CV vs runner-up ± paired SE | CV vs median ± paired SE | chosen dev "
+            f"| task | metric | candidates | chosen prompt | {by} rows | {by} chosen "
+            f"| {by} vs runner-up ± paired SE | {by} vs median ± paired SE | chosen dev "
             "| median candidate dev | chosen − median | 95% bootstrap | plain input dev "
             "| best dev |"
         ),
@@ -150,8 +202,8 @@ def render(report: dict[str, Any], sections: list[str]) -> str:
         b = s["bootstrap_95"]
         plain = "" if s["plain_dev"] is None else f"{s['plain_dev']:.2f}"
         lines.append(
-            f"| {name} | {s['metric']} | {s['n_candidates']} | `{s['chosen_template']}` "
-            f"| {s['folds']}-fold, {s['cv_rows']} | {s['chosen_cv']:.2f} "
+            f"| {name} | {s['metric']} | {s['n_candidates']} | `{md_code(s['chosen_candidate'])}` "
+            f"| {'zero-shot' if decoder else str(s['folds']) + '-fold'}, {s['cv_rows']} | {s['chosen_cv']:.2f} "
             f"| {gap_cell(s['cv_vs_runner_up'])} | {gap_cell(s['cv_vs_median'])} "
             f"| {s['chosen_dev']:.2f} | {s['median_dev']:.2f} "
             f"| **{s['chosen_minus_median_dev']:+.2f}** | [{b['low']:+.2f}, {b['high']:+.2f}] "
@@ -166,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     from promptmux.model.backbone import load_backbone
     from promptmux.prompts import search_output as so
     from promptmux.prompts.search import search_prompts
+    from promptmux.prompts.zero_shot import load_decoder
 
     env = environment()
     command = "python bench/prompt_search.py " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -179,9 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     backbone = None
     sections: list[str] = []
     for name in args.tasks.split(","):
-        cfg = task_config(name, args.max_length)
+        cfg = task_config(name, args.max_length, args.decoder, args.dev_rows)
         if backbone is None:
-            backbone = load_backbone(cfg.model.backbone)
+            backbone = load_decoder(cfg, name) if args.decoder else load_backbone(cfg.model.backbone)
         print(f"--- {name}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         result = search_prompts(

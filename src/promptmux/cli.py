@@ -209,14 +209,16 @@ def prompts_search(
     task: Annotated[str, typer.Option("--task", "-t", help="The task to search a prompt for.")] = ...,
     out: Annotated[Optional[Path], typer.Option(help="Config copy with the chosen prompt (default: CONFIG's folder, <stem>.<task>-prompt.yaml).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
-    train_rows: Annotated[int, typer.Option(help="Train rows (seeded sample; all if fewer) to cross-validate each candidate's linear probe on.")] = 4000,
+    train_rows: Annotated[int, typer.Option(help="Train rows (seeded sample; all if fewer) to choose on: each candidate's linear probe is cross-validated on them (a decoder scores them zero-shot).")] = 4000,
     folds: Annotated[int, typer.Option(help="Cross-validation folds (>= 2; stratified for classification).")] = 5,
     max_candidates: Annotated[int, typer.Option(help="Most candidate templates to score.")] = 12,
     report: Annotated[Optional[Path], typer.Option(help="Folder for prompt_search_<task>.json and .md.")] = None,
 ) -> None:
     """Score candidate templates for TASK (current, pool, keyword-built, generic) with a frozen-encoder
     linear probe, choose the best by k-fold cross-validation on train rows, and write a config copy
-    with it as tasks.TASK.prompt.template (the others in prompt.pool). Dev is reported, never used to choose."""
+    with it as tasks.TASK.prompt.template (the others in prompt.pool). With model.kind: decoder the
+    candidates are templates x verbalizers, scored by the LM zero-shot on train rows, and the copy
+    gets the chosen template and verbalizer. Dev is reported, never used to choose."""
     from promptmux.config import load_config
     from promptmux.prompts import search_output as so
     from promptmux.prompts.cv import check_folds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -113,6 +114,26 @@ def test_scores_are_the_plain_lm_log_probabilities(tiny_lm: Path, tokenizer) -> 
         logp = torch.log_softmax(logits, -1)
         expected = sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(answer))
         assert scores[0, k] == pytest.approx(expected, abs=1e-4)
+
+
+def test_one_token_verbalizers_are_read_in_one_pass_with_the_same_scores(tiny_lm: Path, tokenizer, monkeypatch) -> None:
+    from promptmux.t2t.infer import _answer_scores
+
+    model = build_model(load_lm(str(tiny_lm)), ["sentiment"]).eval()
+    task = dataclasses.replace(SENTIMENT, verbalizer={"negative": "bad", "positive": "good"})
+    answers = t2t_data.tokenize_answers(task.answers(), tokenizer)
+    assert [len(a) for a in answers] == [1, 1]
+    # Rows of different lengths: the one-pass path reads the last column of a left-padded batch.
+    examples = [Example("the movie was fun"), Example("it was bad and the story was long and dull"), Example("fun")]
+    prompts = [t2t_data.fit(p, [0], 32, tokenizer.bos_token_id)[0] for p in t2t_data.tokenize_prompts(task, examples, tokenizer)]
+    per_answer = _answer_scores(model, task.name, prompts, answers, tokenizer, 32, 32, "fp32")
+
+    def no_answer_rows(*args, **kwargs):
+        raise AssertionError("one-token verbalizers must not build a row per answer")
+
+    monkeypatch.setattr(model, "row_logprobs", no_answer_rows)
+    one_pass = score_labels(model, task, examples, tokenizer, 32, batch_size=2)
+    assert one_pass == pytest.approx(per_answer, abs=1e-4)
 
 
 def test_verbalizer_scoring_sums_token_log_probs_and_picks_the_highest(tiny_lm: Path, tokenizer) -> None:

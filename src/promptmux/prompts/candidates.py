@@ -10,6 +10,11 @@ Candidates come, in this order of priority (the order also breaks ties in the se
    (`promptmux.prompts.keywords`), e.g. "{text} (great or awful?)";
 4. `labels`: templates naming the label set, when the label names are words;
 5. `generic`: a few fixed templates for the task's type and pair-ness.
+
+For a decoder (`model.kind: decoder`) a candidate is a template and a verbalizer, the words the
+LM answers with after the template, one per label. `build_decoder_candidates` crosses templates
+(current, plain, pool, generic ones that end where the answer goes) with verbalizers (the task's
+own, the label names when they are words, and the top keyword of each label).
 """
 
 from __future__ import annotations
@@ -51,6 +56,14 @@ class Candidate:
 
     template: str
     source: str
+    # Decoder candidates: the answer words of each label, in label order (None for an encoder).
+    verbalizer: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        """The template, and for a decoder candidate its answer words: "{text}\\nAnswer: -> bad / good"."""
+        if self.verbalizer is None:
+            return self.template
+        return f"{self.template} -> {' / '.join(self.verbalizer)}"
 
 
 def plain_template(pair: bool) -> str:
@@ -155,4 +168,87 @@ def build_candidates(
         assert check_template(c.template, task.type, pair) is None, c.template
         seen.add(c.template)
         out.append(c)
+    return out[:max_candidates]
+
+
+# Decoder templates end where the answer goes: the verbalizer words follow after one space.
+# `{choice}` is replaced by the candidate's answer words ("bad or good").
+DECODER_SINGLE = (
+    "{text}\nAnswer:",
+    "Text: {text}\nLabel:",
+    "{text}\nQuestion: {choice}?\nAnswer:",
+    "Classify the text as {choice}.\nText: {text}\nAnswer:",
+    "{text}\nIn one word, the text is",
+)
+DECODER_PAIR = (
+    "Sentence 1: {text}\nSentence 2: {text_b}\nAnswer:",
+    "Premise: {text}\nHypothesis: {text_b}\nQuestion: {choice}?\nAnswer:",
+    "{text}\nQuestion: {text_b} {choice}?\nAnswer:",
+    "Are these two texts {choice}?\n{text}\n{text_b}\nAnswer:",
+)
+
+
+def decoder_verbalizers(
+    task: TaskConfig, keywords: dict[int, list[Keyword]], labels: Sequence[str]
+) -> list[tuple[tuple[str, ...], str]]:
+    """(answer words per label, source) for a decoder's classification task, deduplicated.
+
+    Sources: `current` (tasks.T.verbalizer), `labels` (the label names, lower-cased, when they are
+    words), `keywords` (each label's top keyword by information gain, when all labels have a
+    distinct one).
+    """
+    found: list[tuple[tuple[str, ...], str]] = []
+    if task.verbalizer:
+        found.append((tuple(task.verbalizer[label] for label in labels), "current"))
+    if labels and all(_WORDY.match(name) for name in labels):
+        found.append((tuple(name.replace("_", " ").strip().lower() for name in labels), "labels"))
+    tops = [ws[0].word for _, ws in sorted(keywords.items()) if ws]
+    if len(tops) == len(labels) and len(set(tops)) == len(tops):
+        found.append((tuple(tops), "keywords"))
+    out, seen = [], set()
+    for words, source in found:
+        if len(set(words)) == len(words) and words not in seen:
+            seen.add(words)
+            out.append((words, source))
+    return out
+
+
+def build_decoder_candidates(
+    name: str,
+    task: TaskConfig,
+    keywords: dict[int, list[Keyword]],
+    labels: Sequence[str],
+    max_candidates: int,
+) -> list[Candidate]:
+    """(template, verbalizer) candidates for a decoder's classification task, in priority order:
+    the task's own pair first, then every template (current, plain, generic) with every verbalizer.
+
+    Raises:
+        ConfigError: no verbalizer to try (give tasks.T.verbalizer), or `max_candidates` < 1.
+    """
+    if max_candidates < 1:
+        raise ConfigError(f"--max-candidates must be >= 1, got {max_candidates}")
+    verbalizers = decoder_verbalizers(task, keywords, labels)
+    if not verbalizers:
+        raise ConfigError(
+            f"tasks.{name}.verbalizer: prompt search for a decoder needs answer words per label; "
+            "give the task's verbalizer (the label names are not words and no keywords were found)"
+        )
+    pair = task.fields.text_b is not None
+    templates: list[tuple[str, str]] = []
+    if task.prompt.template:
+        templates.append((task.prompt.template, "current"))
+    templates.append(("{text}\n{text_b}" if pair else "{text}", "plain"))
+    templates += [(t, "generic") for t in (DECODER_PAIR if pair else DECODER_SINGLE)]
+    out: list[Candidate] = []
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    for template, t_source in templates:
+        for words, v_source in verbalizers:
+            filled = template.replace("{choice}", _either([_escape(w) for w in words]))
+            if (filled, words) in seen:
+                continue
+            assert check_template(filled, task.type, pair) is None, filled
+            seen.add((filled, words))
+            source = t_source if v_source == "current" else f"{t_source}+{v_source}"
+            out.append(Candidate(filled, source, words))
     return out[:max_candidates]

@@ -14,8 +14,11 @@ Rows used (all seeded by `cfg.seed`):
     dev         the task's dev split (cap it with `tasks.T.data.max_examples.dev`).
 
 Scoring proxy: promptmux.prompts.probe (frozen encoder, pooled embeddings, linear probe) and
-promptmux.prompts.cv (folds, out-of-fold predictions, paired SEs). Candidates:
-promptmux.prompts.candidates. Output (table, config copy, report): promptmux.prompts.search_output.
+promptmux.prompts.cv (folds, out-of-fold predictions, paired SEs). With `model.kind: decoder` the
+proxy is the LM itself, zero-shot, over (template, verbalizer) candidates, and the CV rows are
+simply the selection rows (nothing is fitted, so no folds): promptmux.prompts.zero_shot.
+Candidates: promptmux.prompts.candidates. Output (table, config copy, report):
+promptmux.prompts.search_output.
 """
 
 from __future__ import annotations
@@ -64,8 +67,10 @@ EMBED_BATCH = 32
 class CandidateResult:
     """One candidate's cross-validated and dev scores (and how long it took).
 
-    `row_values` are the per-row jackknife values of the main metric on the CV rows
-    (classification only; see promptmux.prompts.cv.row_values), for paired comparisons.
+    `cv` is the score the choice is made on: pooled out-of-fold predictions of the probe, or for a
+    decoder the zero-shot predictions on the selection rows. `row_values` are the per-row jackknife
+    values of the main metric on those rows (classification only; see
+    promptmux.prompts.cv.row_values), for paired comparisons.
     """
 
     candidate: Candidate
@@ -99,6 +104,12 @@ class SearchResult:
     seconds: float = 0.0
     folds: int = 5
     gaps: dict[str, PairedGap] = field(default_factory=dict)
+    labels: list[str] | None = None  # the task's label names, in label id order
+
+    @property
+    def zero_shot(self) -> bool:
+        """Scored by a decoder LM zero-shot (no folds) rather than by a cross-validated probe."""
+        return self.folds == 0
 
     @property
     def best(self) -> CandidateResult:
@@ -133,6 +144,10 @@ def check_task(cfg: Config, task: str) -> TaskConfig:
     if task not in cfg.tasks:
         raise ConfigError(f"--task: no task {task!r} in the config; known: {', '.join(cfg.tasks)}")
     t = cfg.tasks[task]
+    if cfg.model.kind == "decoder":
+        from promptmux.prompts.zero_shot import check_decoder_task
+
+        check_decoder_task(task, t)
     if t.type == "token":
         raise ConfigError(
             f"tasks.{task}: prompt search needs a text template, and token tasks tag the input "
@@ -199,18 +214,22 @@ def search_prompts(
     backbone: tuple[Any, Any] | None = None,
     data: TaskData | None = None,
 ) -> SearchResult:
-    """Score every candidate template of `task` by k-fold CV on train and choose the best.
+    """Score every candidate prompt of `task` on train rows and choose the best.
+
+    An encoder's candidates (templates) are scored by k-fold CV of a linear probe; a decoder's
+    (`model.kind: decoder`: template + verbalizer) by the LM zero-shot, with no folds.
 
     Args:
-        cfg: a validated config; `model.backbone`, `model.max_length`, pooling, `train.precision`
-            and `seed` are used.
+        cfg: a validated config; `model.kind`, `model.backbone`, `model.max_length`, pooling,
+            `train.precision` and `seed` are used.
         task: the task to search prompts for.
-        train_rows: train rows to cross-validate each candidate's probe on (all if fewer); the
-            dev probe is fitted on the same rows.
-        folds: number of cross-validation folds (>= 2).
+        train_rows: train rows to choose on (all if fewer): the probe's CV rows, whose fit also
+            scores dev, or the rows a decoder is scored on.
+        folds: number of cross-validation folds (>= 2; unused by a decoder).
         max_candidates: most candidates to score (see promptmux.prompts.candidates for the order).
         progress: called with one line per scored candidate.
-        backbone: an already loaded (encoder, tokenizer); loaded from the config when None.
+        backbone: an already loaded (encoder, tokenizer), or for a decoder (T2TModel, tokenizer);
+            loaded from the config when None.
         data: the task's loaded data; read from the config when None.
 
     Returns:
@@ -230,11 +249,44 @@ def search_prompts(
             f"tasks.{task}.data.split.dev_fraction > 0"
         )
     cv_rows, keyword_rows = carve_rows(data.split("train"), train_rows, cfg.seed)
+    keywords = task_keywords(keyword_rows, t.type, data.labels)
+    sizes = {
+        "cv": len(cv_rows),
+        "dev": len(dev),
+        "keyword_rows": len(keyword_rows),
+        "train": len(data.split("train")),
+    }
+    settings = {
+        "train_rows": train_rows,
+        "max_candidates": max_candidates,
+        "seed": cfg.seed,
+        "backbone": cfg.model.backbone,
+        "max_length": cfg.model.max_length,
+        "precision": cfg.train.precision,
+        "keywords_disjoint_from_cv": len(data.split("train")) - len(cv_rows) >= MIN_KEYWORD_ROWS,
+    }
+    names = data.labels if t.type != "regression" else ["low", "high"]
+    named_keywords = {names[k]: ws for k, ws in keywords.items()}  # type: ignore[index]
+    if cfg.model.kind == "decoder":
+        from promptmux.prompts.zero_shot import search_decoder
+
+        found = search_decoder(cfg, task, data, cv_rows, keywords, max_candidates, progress, backbone)
+        return SearchResult(
+            task=task,
+            task_type=t.type,
+            metric=cfg.main_metric(task),
+            keywords=named_keywords,
+            sizes=sizes,
+            settings={**settings, "proxy": "zero-shot"},
+            seconds=time.perf_counter() - start,
+            folds=0,
+            labels=data.labels,
+            **found,
+        )
     n_labels = len(data.labels) if data.labels else 0
     y_cv = targets(cv_rows, t.type, n_labels)
     check_cv_rows(y_cv, t.type, folds, task, data.labels)
     fold_of = fold_ids(y_cv, t.type, folds, cfg.seed)
-    keywords = task_keywords(keyword_rows, t.type, data.labels)
     candidates = build_candidates(task, t, keywords, data.labels, max_candidates)
     if backbone is None:
         from promptmux.model.backbone import load_backbone
@@ -277,34 +329,18 @@ def search_prompts(
             )
     scores = [r.cv.metrics[metric] for r in results]
     chosen = choose(scores)
-    names = data.labels if t.type != "regression" else ["low", "high"]
     return SearchResult(
         task=task,
         task_type=t.type,
         metric=metric,
         results=results,
         chosen=chosen,
-        keywords={names[k]: ws for k, ws in keywords.items()},  # type: ignore[index]
-        sizes={
-            "cv": len(cv_rows),
-            "dev": len(dev),
-            "keyword_rows": len(keyword_rows),
-            "train": len(data.split("train")),
-        },
-        settings={
-            "train_rows": train_rows,
-            "folds": folds,
-            "max_candidates": max_candidates,
-            "seed": cfg.seed,
-            "backbone": cfg.model.backbone,
-            "pooling": pooling,
-            "max_length": cfg.model.max_length,
-            "precision": cfg.train.precision,
-            "keywords_disjoint_from_cv": len(data.split("train")) - len(cv_rows)
-            >= MIN_KEYWORD_ROWS,
-        },
+        keywords=named_keywords,
+        sizes=sizes,
+        settings={**settings, "proxy": "probe", "folds": folds, "pooling": pooling},
         dev_gold=y_dev,
         seconds=time.perf_counter() - start,
         folds=folds,
         gaps=paired_gaps(scores, [r.row_values for r in results], chosen),
+        labels=data.labels,
     )

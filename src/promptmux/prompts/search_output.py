@@ -22,6 +22,11 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def md_code(text: str) -> str:
+    """Inline-code-safe text: newlines shown as \\n."""
+    return text.replace("\n", "\\n")
+
+
 def _gap_text(gap: PairedGap | None) -> str:
     """The text "+1.23 ± 0.80" (the ± part only where a paired SE exists); "" without a gap."""
     if gap is None:
@@ -34,8 +39,30 @@ def _gap_dict(gap: PairedGap | None) -> dict[str, float | None] | None:
 
 
 def cv_label(result: SearchResult) -> str:
-    """How the CV scores were made, e.g. "5-fold, 4000 rows"."""
-    return f"{result.folds}-fold, {result.sizes['cv']} rows"
+    """How the choosing scores were made, e.g. "5-fold, 4000 rows" or "zero-shot, 500 rows"."""
+    how = "zero-shot" if result.zero_shot else f"{result.folds}-fold"
+    return f"{how}, {result.sizes['cv']} rows"
+
+
+def score_name(result: SearchResult) -> str:
+    """What the choosing score is called in tables: "CV" (probe) or "train" (decoder, zero-shot)."""
+    return "train" if result.zero_shot else "CV"
+
+
+def chose_by(result: SearchResult) -> str:
+    """One sentence: how the candidate was chosen, and that dev was not used."""
+    n = result.sizes["cv"]
+    if result.zero_shot:
+        return (
+            f"Chosen by the untrained decoder's zero-shot {result.metric} on {n} train rows (each "
+            "row's label: the one whose verbalizer words the LM finds likeliest after the "
+            "template), never on dev; nothing is fitted, so no folds."
+        )
+    return (
+        f"Chosen by {result.folds}-fold cross-validation of the probe on the {n} CV rows of train "
+        f"(best pooled out-of-fold {result.metric}), never on dev; the dev probe is fitted on the "
+        "same CV rows."
+    )
 
 
 def rows(result: SearchResult) -> list[dict[str, Any]]:
@@ -48,6 +75,7 @@ def rows(result: SearchResult) -> list[dict[str, Any]]:
                 "chosen": i == result.chosen,
                 "source": r.candidate.source,
                 "template": r.template,
+                "verbalizer": None if r.candidate.verbalizer is None else list(r.candidate.verbalizer),
                 "cv": {
                     "metric": r.cv.metrics[result.metric],
                     "accuracy": r.cv.accuracy,
@@ -78,7 +106,10 @@ def summary(result: SearchResult) -> dict[str, Any]:
     return {
         "metric": result.metric,
         "chosen_template": result.best.template,
+        "chosen_verbalizer": None if result.best.candidate.verbalizer is None else list(result.best.candidate.verbalizer),
+        "chosen_candidate": result.best.candidate.describe(),
         "chosen_source": result.best.candidate.source,
+        "proxy": "zero-shot" if result.zero_shot else "probe",
         "chosen_cv": result.best.cv.metrics[result.metric],
         "folds": result.folds,
         "cv_rows": result.sizes["cv"],
@@ -98,31 +129,31 @@ def summary(result: SearchResult) -> dict[str, Any]:
 
 
 def format_table(result: SearchResult, markdown: bool = False) -> str:
-    """The per-candidate table: CV metric, accuracy and IG, the chosen row's CV gap over the median
-    candidate (± paired SE), then the dev metric, accuracy and IG."""
-    m = result.metric
+    """The per-candidate table: CV (or zero-shot train) metric, accuracy and IG, the chosen row's gap
+    over the median candidate (± paired SE), then the dev metric, accuracy and IG."""
+    m, by = result.metric, score_name(result)
     # Accuracy gets its own column unless it is the main metric already (or undefined: regression).
     acc = result.task_type != "regression" and m not in ("accuracy", "subset_accuracy")
     head = [
         "",
         "source",
         "candidate",
-        f"CV {m}",
-        *(["CV acc"] if acc else []),
-        "CV IG (bits)",
-        "CV vs median ± paired SE",
+        f"{by} {m}",
+        *([f"{by} acc"] if acc else []),
+        f"{by} IG (bits)",
+        f"{by} vs median ± paired SE",
         f"dev {m}",
         *(["dev acc"] if acc else []),
         "dev IG (bits)",
     ]
     body = []
-    for r in rows(result):
-        cv, dev = r["cv"], r["dev"]
+    for r, res in zip(rows(result), result.results):
+        cv, dev, label = r["cv"], r["dev"], res.candidate.describe()
         body.append(
             [
                 "*" if r["chosen"] else "",
                 r["source"],
-                repr(r["template"]) if not markdown else f"`{r['template']}`",
+                repr(label) if not markdown else f"`{md_code(label)}`",
                 _num(cv["metric"]),
                 *([_num(cv["accuracy"])] if acc else []),
                 _num(cv["ig_bits"], 3),
@@ -156,7 +187,7 @@ def summary_line(result: SearchResult) -> str:
     """The chosen prompt: its CV score and gaps (± paired SE), then dev vs the median candidate."""
     s = summary(result)
     return (
-        f"chosen {s['chosen_template']!r} ({s['chosen_source']}): CV {s['metric']} "
+        f"chosen {s['chosen_candidate']!r} ({s['chosen_source']}): {score_name(result)} {s['metric']} "
         f"{s['chosen_cv']:.2f} ({cv_label(result)}), {cv_gaps_text(result)} (± paired SE); "
         f"dev {s['metric']} {s['chosen_dev']:.2f} vs median candidate {s['median_dev']:.2f} "
         f"({s['chosen_minus_median_dev']:+.2f}); rank {s['chosen_dev_rank']}/{s['n_candidates']} "
@@ -196,23 +227,19 @@ def markdown_report(result: SearchResult, command: str | None = None) -> str:
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += [
-        (
-            f"Rows: {sizes}. Chosen by {result.folds}-fold cross-validation of the probe on the "
-            f"{result.sizes['cv']} CV rows of train (best pooled out-of-fold {result.metric}), "
-            "never on dev; the dev probe is fitted on the same CV rows."
-        ),
+        f"Rows: {sizes}. {chose_by(result)}",
         f"Keywords by information gain: {words}.",
         "",
         format_table(result, markdown=True),
         "",
         (
-            f"**CV** ({cv_label(result)}): the chosen prompt's {result.metric} is "
-            f"{cv_gaps_text(result)} (± paired standard error over the CV rows"
+            f"**{score_name(result)}** ({cv_label(result)}): the chosen prompt's {result.metric} is "
+            f"{cv_gaps_text(result)} (± paired standard error over the same rows"
             + ("" if result.task_type == "classification" else "; none for this task type")
             + "). A gap within about 2 SE is not distinguishable from noise."
         ),
         "",
-        f"**Chosen** `{s['chosen_template']}`: dev {result.metric} {s['chosen_dev']:.2f} vs median "
+        f"**Chosen** `{md_code(s['chosen_candidate'])}`: dev {result.metric} {s['chosen_dev']:.2f} vs median "
         f"candidate {s['median_dev']:.2f} (**{s['chosen_minus_median_dev']:+.2f}**), rank "
         f"{s['chosen_dev_rank']}/{s['n_candidates']} on dev "
         f"(best {s['best_dev']:.2f}, worst {s['worst_dev']:.2f}"
@@ -256,7 +283,9 @@ def write_search_config(
     """Write a copy of `config` (overrides applied) whose task uses the chosen template.
 
     `tasks.<task>.prompt.template` becomes the chosen template and `prompt.pool` the other
-    candidates, best cross-validated score first. A copy in the input's folder keeps relative
+    candidates, best cross-validated score first. A decoder's task gets the chosen template and
+    verbalizer, and no pool (a decoder reads one template per task); the runners-up are listed in
+    the header comment instead. A copy in the input's folder keeps relative
     paths and `${VAR}` references as written; elsewhere the data paths and a relative backbone are
     written as the absolute paths they resolved to. The copy is validated before it is written
     (atomically).
@@ -277,15 +306,24 @@ def write_search_config(
                 if value is not None:
                     data[key] = value
         raw.setdefault("model", {})["backbone"] = cfg.model.backbone
-    prompt = raw["tasks"][result.task].setdefault("prompt", {}) or {}
+    spec = raw["tasks"][result.task]
+    prompt = spec.setdefault("prompt", {}) or {}
     prompt["template"] = result.best.template
-    prompt["pool"] = [r.template for r in result.ranked() if r.template != result.best.template]
-    raw["tasks"][result.task]["prompt"] = prompt
+    words = result.best.candidate.verbalizer
+    if words is None:
+        prompt["pool"] = [r.template for r in result.ranked() if r.template != result.best.template]
+        how = f"{result.folds}-fold cross-validation on train) and the other candidates in prompt.pool."
+    else:
+        spec["verbalizer"] = dict(zip(result.labels or [], words, strict=True))
+        runners = [r.candidate.describe() for r in result.ranked()[1:4]]
+        how = "zero-shot on train rows) and its verbalizer. Runners-up:\n" + "".join(
+            f"#   {json.dumps(text)}\n" for text in runners
+        ).rstrip("\n")
+    spec["prompt"] = prompt
     written = config_from_dict(raw, base_dir=out.parent)
     header = (
         f"# Written by `promptmux prompts search` from {config.name} for task {result.task}: "
-        f"the chosen template\n# (best {result.metric} by {result.folds}-fold cross-validation on "
-        "train) and the other candidates in prompt.pool.\n"
+        f"the chosen template\n# (best {result.metric} by {how}\n"
     )
     text = header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
     out.parent.mkdir(parents=True, exist_ok=True)

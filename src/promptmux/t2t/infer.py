@@ -38,18 +38,52 @@ def _by_length(prompts: Sequence[list[int]], size: int) -> list[np.ndarray]:
 def score_labels(
     model: T2TModel, task: T2TTask, examples: Sequence[Example], tokenizer, max_length: int, batch_size: int = 32, precision: str = "fp32"
 ) -> np.ndarray:
-    """[N, K] summed log-probability of each label's verbalizer tokens after each example's prompt."""
+    """[N, K] summed log-probability of each label's verbalizer tokens after each example's prompt.
+
+    When every verbalizer is a single token (the usual case: "positive" / "negative"), one pass
+    over the prompt reads all K labels at its last position; otherwise each (prompt, answer) pair
+    is a row of its own (K rows per example).
+    """
     answers = tokenize_answers(task.answers(), tokenizer)
-    k = len(answers)
     longest = max(len(a) for a in answers)
     bos = tokenizer.bos_token_id
     # One prompt cut for all labels of a row, so that they are compared on the same text.
     prompts = [fit(p, [0] * longest, max_length, bos)[0] for p in tokenize_prompts(task, examples, tokenizer)]
+    if longest == 1:
+        return _single_token_scores(model, task.name, prompts, [a[0] for a in answers], tokenizer, max_length, batch_size, precision)
+    return _answer_scores(model, task.name, prompts, answers, tokenizer, max_length, batch_size, precision)
+
+
+def _single_token_scores(
+    model: T2TModel, name: str, prompts: list[list[int]], answer_ids: list[int], tokenizer, max_length: int,
+    batch_size: int, precision: str,
+) -> np.ndarray:
+    """[N, K] log-probability of each one-token answer after each prompt: one pass per prompt."""
+    scores = np.zeros((len(prompts), len(answer_ids)), dtype=np.float64)
+    device, pad, bos = _device(model), pad_id_of(tokenizer), tokenizer.bos_token_id
+    ids = torch.tensor(answer_ids, device=device)
+    for rows in _by_length(prompts, batch_size):
+        enc = pack([prompts[i] for i in rows], [[] for _ in rows], max_length, bos)
+        batch = collate([(name, enc, np.arange(len(enc)))], pad).to(device)
+        with autocast(device, precision):
+            hidden, _, _ = model.start(batch.input_ids, batch.attention_mask, batch.rows)
+        # Left padding: every prompt ends in the last column, where the answer token is predicted.
+        logp = torch.log_softmax(model.logits(hidden[:, -1]), -1)
+        scores[rows] = logp[:, ids].double().cpu().numpy()
+    return scores
+
+
+def _answer_scores(
+    model: T2TModel, name: str, prompts: list[list[int]], answers: list[list[int]], tokenizer, max_length: int,
+    batch_size: int, precision: str,
+) -> np.ndarray:
+    """[N, K] summed log-probability of each answer's tokens after each prompt: K rows per prompt."""
+    k = len(answers)
     scores = np.zeros((len(prompts), k), dtype=np.float64)
-    device, pad = _device(model), pad_id_of(tokenizer)
+    device, pad, bos = _device(model), pad_id_of(tokenizer), tokenizer.bos_token_id
     for rows in _by_length(prompts, max(1, batch_size // k)):
         enc = pack([prompts[i] for i in rows for _ in range(k)], [a for _ in rows for a in answers], max_length, bos)
-        batch = collate([(task.name, enc, np.arange(len(enc)))], pad).to(device)
+        batch = collate([(name, enc, np.arange(len(enc)))], pad).to(device)
         with autocast(device, precision):
             sums, _ = model.row_logprobs(**batch.model_inputs())
         scores[rows] = sums.float().view(len(rows), k).cpu().numpy()
