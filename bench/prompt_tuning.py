@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ablation: real tokens keep positions 0..n-1 (promptmux), or shift behind the prompt as peft does",
     )
     p.add_argument("--tag", default="", help="suffix for the result files (prompt_tuning<-tag>.json/.md)")
+    p.add_argument("--results-dir", default=str(RESULTS), help="folder for the .json and .md results")
     return p.parse_args(argv)
 
 
@@ -227,6 +228,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = " ".join(["python bench/prompt_tuning.py", *(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))])
     env = environment()
     results: dict[str, Any] = {}
+    report: dict[str, Any] = {}
+    stem = "prompt_tuning" + (f"-{args.tag}" if args.tag else "")
     with tempfile.TemporaryDirectory(prefix="prompt-bench-") as tmp:
         first = build_config(args, methods[0], Path(tmp) / "probe")
         metric_of = {t: first.main_metric(t) for t in first.tasks}
@@ -237,16 +240,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             r = results[method]
             scores = ", ".join(f"{t} {r['metrics'][t][metric_of[t]]:.1f}" for t in metric_of)
             print(f"  {scores} | trainable {r['trainable_share_pct']:.3f}% | {r['wall_s'] / 60:.1f} min", flush=True)
-    gains(results, majority, metric_of)
-    report = {
-        "command": command,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("tag",)},
-        "metric_of": metric_of,
-        "majority": majority,
-        "results": results,
-        "environment": env,
-    }
-    write_report(RESULTS, "prompt_tuning" + (f"-{args.tag}" if args.tag else ""), report, markdown(report))
+            gains(results, majority, metric_of)
+            report = {
+                "command": command,
+                "settings": {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")},
+                "metric_of": metric_of,
+                "majority": majority,
+                "results": results,
+                "environment": env,
+            }
+            # Written after every method, so that a long run that stops keeps what it measured.
+            write_report(Path(args.results_dir), stem, report, markdown(report))
     return report
 
 
