@@ -54,6 +54,18 @@ def load_decoder(cfg: Config, task: str) -> tuple[Any, Any]:
     return build_model(load_lm(str(base)), [task]).eval(), tokenizer
 
 
+def distinct_answers(candidates: list[Candidate], tokenizer) -> tuple[list[Candidate], list[Candidate]]:
+    """(kept, dropped): a candidate is dropped when two of its labels' answer words tokenize to the
+    same ids (e.g. both unknown to the tokenizer): the LM could not tell those labels apart."""
+    from promptmux.t2t.data import tokenize_answers
+
+    kept, dropped = [], []
+    for cand in candidates:
+        ids = [tuple(a) for a in tokenize_answers(list(cand.verbalizer or ()), tokenizer)]
+        (kept if len(set(ids)) == len(ids) else dropped).append(cand)
+    return kept, dropped
+
+
 def candidate_predictions(
     cfg: Config, task: str, pair: bool, labels: list[str], cand: Candidate, rows: list[Example], backbone: tuple[Any, Any]
 ) -> np.ndarray:
@@ -91,6 +103,15 @@ def search_decoder(
     candidates = build_decoder_candidates(task, t, keywords, labels, max_candidates)
     if backbone is None:
         backbone = load_decoder(cfg, task)
+    candidates, dropped = distinct_answers(candidates, backbone[1])
+    if progress is not None:
+        for cand in dropped:
+            progress(f"skipped {cand.describe()!r}: two labels' answer words are the same tokens")
+    if not candidates:
+        raise ConfigError(
+            f"tasks.{task}.verbalizer: every candidate verbalizer gives two labels the same tokens "
+            f"({', '.join(repr(c.describe()) for c in dropped[:3])}); use words the tokenizer knows"
+        )
     dev = data.split("dev")
     metric = cfg.main_metric(task)
     pair = t.fields.text_b is not None
