@@ -143,9 +143,11 @@ def test_cli_searches_a_decoder_task_and_refuses_a_generation_task(tiny_lm: Path
     source.write_text(yaml.safe_dump(raw_config(tiny_lm)), encoding="utf-8")
     out = data_dir / "cli.chosen.yaml"
     result = CliRunner().invoke(app, ["prompts", "search", str(source), "--task", "feeling", "--out", str(out),
-                                      "--max-candidates", "3", "--train-rows", "10"])
+                                      "--max-candidates", "3", "--train-rows", "10", "--report", str(data_dir / "report")])
     assert result.exit_code == 0, result.output
     assert "zero-shot, 10 rows" in result.output
+    page = (data_dir / "report" / "prompt_search_feeling.md").read_text(encoding="utf-8")
+    assert "zero-shot accuracy on 10 train rows" in page and "| train accuracy |" in page
     assert load_config(out).tasks["feeling"].verbalizer is not None
     bad = CliRunner().invoke(app, ["prompts", "search", str(source), "--task", "topic", "--out", str(data_dir / "x.yaml")])
     assert isinstance(bad.exception, ConfigError) and "tasks.topic" in str(bad.exception)
