@@ -54,6 +54,7 @@ def score_labels(
     return _answer_scores(model, task.name, prompts, answers, tokenizer, max_length, batch_size, precision)
 
 
+@torch.no_grad()
 def _single_token_scores(
     model: T2TModel, name: str, prompts: list[list[int]], answer_ids: list[int], tokenizer, max_length: int,
     batch_size: int, precision: str,
@@ -73,6 +74,7 @@ def _single_token_scores(
     return scores
 
 
+@torch.no_grad()
 def _answer_scores(
     model: T2TModel, name: str, prompts: list[list[int]], answers: list[list[int]], tokenizer, max_length: int,
     batch_size: int, precision: str,
