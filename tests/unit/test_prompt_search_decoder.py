@@ -196,3 +196,19 @@ def test_decoder_candidates_need_answer_words() -> None:
     assert decoder_verbalizers(task, same, ["bad_review", "Good"]) == [(("bad review", "good"), "labels")]
     cands = build_decoder_candidates("s", task, same, ["bad_review", "Good"], 10)
     assert {c.verbalizer for c in cands} == {("bad review", "good")} and cands[0].source == "plain+labels"
+
+
+def test_keyword_verbalizers_prefer_one_token_words() -> None:
+    task = task_config(verbalizer={"0": "awful", "1": "great"})
+    keywords = {
+        0: [Keyword("unwatchable", 0, 0.3, 5), Keyword("dull", 0, 0.2, 5)],
+        1: [Keyword("moving", 1, 0.3, 5), Keyword("fun", 1, 0.2, 5)],
+    }
+    short = {"dull", "moving", "fun", "awful", "great"}.__contains__
+    # Label 0's best one-token keyword ranks second; label 1's best keyword is one token already.
+    assert decoder_verbalizers(task, keywords, ["0", "1"], one_token=short)[1] == (("dull", "moving"), "keywords")
+    # Without a tokenizer, or when no keyword of a label is one token, the top keyword stays.
+    assert decoder_verbalizers(task, keywords, ["0", "1"])[1] == (("unwatchable", "moving"), "keywords")
+    assert decoder_verbalizers(task, keywords, ["0", "1"], one_token=lambda w: False)[1][0] == ("unwatchable", "moving")
+    cands = build_decoder_candidates("s", task, keywords, ["0", "1"], 100, one_token=short)
+    assert ("dull", "moving") in {c.verbalizer for c in cands}

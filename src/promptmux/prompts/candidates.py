@@ -14,13 +14,13 @@ Candidates come, in this order of priority (the order also breaks ties in the se
 For a decoder (`model.kind: decoder`) a candidate is a template and a verbalizer, the words the
 LM answers with after the template, one per label. `build_decoder_candidates` crosses templates
 (current, plain, pool, generic ones that end where the answer goes) with verbalizers (the task's
-own, the label names when they are words, and the top keyword of each label).
+own, the label names when they are words, and the top keyword of each label, one-token ones first).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from promptmux.config.schema import TaskConfig
@@ -189,20 +189,25 @@ DECODER_PAIR = (
 
 
 def decoder_verbalizers(
-    task: TaskConfig, keywords: dict[int, list[Keyword]], labels: Sequence[str]
+    task: TaskConfig,
+    keywords: dict[int, list[Keyword]],
+    labels: Sequence[str],
+    one_token: Callable[[str], bool] | None = None,
 ) -> list[tuple[tuple[str, ...], str]]:
     """(answer words per label, source) for a decoder's classification task, deduplicated.
 
     Sources: `current` (tasks.T.verbalizer), `labels` (the label names, lower-cased, when they are
     words), `keywords` (each label's top keyword by information gain, when all labels have a
-    distinct one).
+    distinct one). With `one_token` (is this word one token of the LM?), a label's keyword is its
+    best one-token keyword where it has one: one-token answers are read in one LM pass per row,
+    several-token ones take a pass per label.
     """
     found: list[tuple[tuple[str, ...], str]] = []
     if task.verbalizer:
         found.append((tuple(task.verbalizer[label] for label in labels), "current"))
     if labels and all(_WORDY.match(name) for name in labels):
         found.append((tuple(name.replace("_", " ").strip().lower() for name in labels), "labels"))
-    tops = [ws[0].word for _, ws in sorted(keywords.items()) if ws]
+    tops = [_top_word(ws, one_token) for _, ws in sorted(keywords.items()) if ws]
     if len(tops) == len(labels) and len(set(tops)) == len(tops):
         found.append((tuple(tops), "keywords"))
     out, seen = [], set()
@@ -213,22 +218,33 @@ def decoder_verbalizers(
     return out
 
 
+def _top_word(ranked: Sequence[Keyword], one_token: Callable[[str], bool] | None) -> str:
+    """The first keyword (by information gain) that is one token, else the first."""
+    if one_token is not None:
+        for kw in ranked:
+            if one_token(kw.word):
+                return kw.word
+    return ranked[0].word
+
+
 def build_decoder_candidates(
     name: str,
     task: TaskConfig,
     keywords: dict[int, list[Keyword]],
     labels: Sequence[str],
     max_candidates: int,
+    one_token: Callable[[str], bool] | None = None,
 ) -> list[Candidate]:
     """(template, verbalizer) candidates for a decoder's classification task, in priority order:
-    the task's own pair first, then every template (current, plain, generic) with every verbalizer.
+    the task's own pair first, then every template (current, plain, generic) with every verbalizer
+    (`one_token`: see `decoder_verbalizers`).
 
     Raises:
         ConfigError: no verbalizer to try (give tasks.T.verbalizer), or `max_candidates` < 1.
     """
     if max_candidates < 1:
         raise ConfigError(f"--max-candidates must be >= 1, got {max_candidates}")
-    verbalizers = decoder_verbalizers(task, keywords, labels)
+    verbalizers = decoder_verbalizers(task, keywords, labels, one_token)
     if not verbalizers:
         raise ConfigError(
             f"tasks.{name}.verbalizer: prompt search for a decoder needs answer words per label; "

@@ -96,13 +96,18 @@ def search_decoder(
     Returns the pieces of a `SearchResult` (see promptmux.prompts.search): results, chosen, gaps.
     """
     from promptmux.prompts.search import CandidateResult, choose
+    from promptmux.t2t.data import tokenize_answers
 
     t = cfg.tasks[task]
     check_decoder_task(task, t)
     labels = list(data.labels or [])
-    candidates = build_decoder_candidates(task, t, keywords, labels, max_candidates)
+    build_decoder_candidates(task, t, keywords, labels, max_candidates)  # config errors before the LM loads
     if backbone is None:
         backbone = load_decoder(cfg, task)
+    tokenizer = backbone[1]
+    candidates = build_decoder_candidates(
+        task, t, keywords, labels, max_candidates, one_token=lambda word: len(tokenize_answers([word], tokenizer)[0]) == 1
+    )
     candidates, dropped = distinct_answers(candidates, backbone[1])
     if progress is not None:
         for cand in dropped:
