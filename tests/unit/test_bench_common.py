@@ -180,6 +180,21 @@ def test_peft_robust_records_precision_after_max_length() -> None:
     assert names.index("precision") == names.index("max_length") + 1
 
 
+def touch_fresh_pages(mib: int) -> None:
+    """Make the resident set grow by `mib` MiB for a moment, then give the pages back.
+
+    An anonymous mmap always maps new pages. A bytearray would not do: in a long test process,
+    malloc may serve it from a freed heap chunk that is still resident, so touching it raises
+    neither RSS nor its high-water mark.
+    """
+    import mmap
+
+    size = mib * 2**20
+    with mmap.mmap(-1, size) as region:
+        for offset in range(0, size, mmap.PAGESIZE):
+            region[offset] = 1
+
+
 def test_training_memory_counts_state_and_steps_peak() -> None:
     """peft_robust's TrainingMemory: exact params + grads + optimizer bytes at step 1, and the RSS
     high-water mark of steps 2..N (reset after step 1) read at the last step."""
@@ -194,9 +209,7 @@ def test_training_memory_counts_state_and_steps_peak() -> None:
     opt = torch.optim.AdamW([model.weight])
     model(torch.randn(2, 256)).sum().backward()
     opt.step()  # creates exp_avg and exp_avg_sq for the weight (and a step counter)
-    before = bytearray(256 * 2**20)  # a peak BEFORE the reset (loading, say): must not count
-    before[::4096] = b"\1" * len(before[::4096])
-    del before
+    touch_fresh_pages(256)  # a peak BEFORE the reset (loading, say): must not count
     ctx = SimpleNamespace(step=1, total_steps=3, model=model, optimizer=opt)
     memory.on_step_end(ctx)
     weight, bias = 256 * 256 * 4, 256 * 4
@@ -210,9 +223,7 @@ def test_training_memory_counts_state_and_steps_peak() -> None:
     assert memory.out["rss_step1_mib"] > 0 and "train_peak_rss_mib" not in memory.out
     memory.on_step_end(SimpleNamespace(step=2, total_steps=3, model=model, optimizer=opt))
     assert "train_peak_rss_mib" not in memory.out
-    spike = bytearray(64 * 2**20)  # 64 MiB touched during "training"
-    spike[::4096] = b"\1" * len(spike[::4096])
-    del spike
+    touch_fresh_pages(64)  # 64 MiB touched during "training"
     memory.on_step_end(SimpleNamespace(step=3, total_steps=3, model=model, optimizer=opt))
     peak, base = memory.out["train_peak_rss_mib"], memory.out["rss_step1_mib"]
     assert base + 60 <= peak < base + 64 + 150  # the spike after the reset, not the one before
