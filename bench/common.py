@@ -114,8 +114,9 @@ def add_run_args(
 
 
 def add_precision_arg(p: argparse.ArgumentParser) -> None:
-    """Add --precision: bf16 (autocast, the default) or fp32."""
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    """Add --precision: auto (the default: bf16 autocast where the hardware runs bf16 natively,
+    else fp32), bf16 or fp32."""
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
 
 
 def add_output_args(
@@ -131,7 +132,7 @@ def add_output_args(
     Args:
         p: The script's parser.
         stem: Name of the result files (`<stem><-tag>.json/.md`), for the help of --tag.
-        precision: Add --precision (bf16, the default, or fp32).
+        precision: Add --precision (auto, the default, bf16 or fp32).
         threads_in: Where --threads applies, for its help (e.g. " in each run").
         overrides_for: Which runs --set overrides, for its help; None leaves --set out.
     """
@@ -301,9 +302,13 @@ def environment() -> dict[str, Any]:
     cpu = "unknown"
     with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
         cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    from promptmux.precision import native_bf16
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     info.update(
         cpu=cpu,
         gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        native_bf16=native_bf16(device),  # what precision auto resolves to: bf16 if True, else fp32
         cores=os.cpu_count(),
         torch_threads=torch.get_num_threads(),
         load_average_at_start=os.getloadavg(),
@@ -317,7 +322,9 @@ def describe(env: dict[str, Any]) -> str:
     load = ", ".join(f"{x:.1f}" for x in env["load_average_at_start"])
     versions = ", ".join(f"{m} {env[m]}" for m in ("transformers", "accelerate", "peft") if m in env)
     dirty = " (uncommitted changes)" if env.get("git_dirty") else ""
+    native = env.get("native_bf16")  # absent from reports written before it was recorded
+    bf16 = "" if native is None else f", {'native' if native else 'no native'} bf16"
     return (
-        f"Machine: {env['gpu'] or env['cpu']}, {env['cores']} cores (load average at start {load}), "
+        f"Machine: {env['gpu'] or env['cpu']}, {env['cores']} cores (load average at start {load}){bf16}, "
         f"torch {env['torch']} ({env['torch_threads']} threads), {versions}, git {env['git']}{dirty}, {env['date']}."
     )

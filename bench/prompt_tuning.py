@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, describe, environment, glue_config, setup, timed_train, write_report
+from common import RESULTS, add_precision_arg, describe, environment, glue_config, setup, timed_train, write_report
 
 
 FROZEN = {"model.freeze.strategy": "backbone"}
@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--head-lr", default="full=1e-3,shallow=1e-2", help="train.head_lr: one rate, or per method as --prompt-lr")
     p.add_argument("--warmup", type=float, default=0.06)
+    add_precision_arg(p)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=1, help="torch threads (one: fastest when other jobs share the cores)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override for every method")
@@ -89,7 +90,7 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
         "train.eval_every": args.steps,  # one evaluation, after the last step
         "train.log_every": max(1, args.steps // 10),
         "train.progress": False,
-        "train.precision": "bf16",
+        "train.precision": args.precision,
         "output.dir": str(out),
         "output.tensorboard": False,
         **{f"tasks.{t}.data.max_examples.train": args.train_cap for t in args.tasks.split(",")},
@@ -172,6 +173,15 @@ def gains(results: dict[str, Any], majority: dict[str, dict[str, float]], metric
         r["gain_mean"] = sum(valid) / len(valid) if valid else None
 
 
+def precision_text(report: dict[str, Any]) -> str:
+    """How the runs computed: `--precision` as given, and what `auto` resolved to on this machine."""
+    asked = report["settings"].get("precision", "bf16")  # reports before --precision ran bf16
+    native = report["environment"].get("native_bf16")
+    if asked == "auto" and native is not None:
+        return "bf16 autocast (native bf16, precision auto)" if native else "fp32 (no native bf16, precision auto)"
+    return "bf16 autocast" if asked == "bf16" else "fp32"
+
+
 def markdown(report: dict[str, Any]) -> str:
     tasks = list(report["metric_of"])
     metric_of = report["metric_of"]
@@ -182,7 +192,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Tasks: {', '.join(f'{t} ({metric_of[t]})' for t in tasks)}; dev sets in full; "
         f"{report['settings']['train_cap']} training rows per task at most; {report['settings']['steps']} steps of "
-        f"{report['settings']['batch_size']} rows in mixed-task batches; bf16 autocast on CPU; scored after the last step.",
+        f"{report['settings']['batch_size']} rows in mixed-task batches; {precision_text(report)}; scored after the last step.",
         "",
         "| method | " + " | ".join(f"{t} {metric_of[t]}" for t in tasks) + " | " + " | ".join(f"{t} gain" for t in tasks)
         + " | mean gain | trainable | share | wall |",

@@ -82,7 +82,7 @@ def train_bundle(name: str, tasks: dict[str, Any], work: Path, steps: int) -> Pa
         "model": {"backbone": "minilm", "max_length": 128},
         "tasks": tasks,
         "sampling": {"strategy": "uniform", "mixed": True},
-        "train": {"batch_size": 16, "max_steps": steps, "eval_every": steps, "log_every": steps, "precision": "bf16", "progress": False, "warmup_ratio": 0.0},
+        "train": {"batch_size": 16, "max_steps": steps, "eval_every": steps, "log_every": steps, "precision": "auto", "progress": False, "warmup_ratio": 0.0},
         "output": {"dir": str(out), "tensorboard": False, "overwrite": True},
     }
     train(config_from_dict(raw))

@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompts", default="none,shallow", help="soft prompt kinds to measure (none, shallow, deep, ...)")
     p.add_argument("--reps", type=int, default=30, help="timed repetitions per condition")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--tag", default="")
     p.add_argument("--results-dir", default=str(RESULTS))
@@ -85,7 +85,7 @@ def measure(model, tokenizer, texts: list[str], args: argparse.Namespace) -> dic
 
     from promptmux.data.collate import collate
     from promptmux.data.encode import encode_examples
-    from promptmux.eval.evaluator import autocast
+    from promptmux.precision import autocast
     from promptmux.tasks.spec import Example
 
     n, tasks = len(texts), list(GLUE)

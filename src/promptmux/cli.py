@@ -122,7 +122,7 @@ def serve(
     truncate: Annotated[bool, typer.Option("--truncate/--no-truncate", help="Cut texts over --max-text-chars instead of refusing them.")] = False,
     timeout_s: Annotated[float, typer.Option(help="Seconds a request may wait for its predictions (then HTTP 504).")] = 30.0,
     max_queue: Annotated[int, typer.Option(help="Most items waiting for the model (then HTTP 503).")] = 4096,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (default: the bundle's training precision).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or auto (default: the bundle's training precision, fp32 where bf16 is not native).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Torch threads per forward pass (default: torch's choice, one per core).")] = None,
     workers: Annotated[int, typer.Option(help="Model threads sharing the one model; e.g. --workers 2 --threads 1 runs two passes side by side on two cores.")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
@@ -140,8 +140,8 @@ def serve(
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_items=max_items, max_text_chars=max_text_chars,
         truncate=truncate, timeout_s=timeout_s, max_queue=max_queue, workers=workers,
     )  # checked before the model loads
-    if precision not in (None, "fp32", "bf16"):
-        raise ConfigError(f"--precision must be fp32 or bf16, got {precision!r}")
+    if precision not in (None, "fp32", "bf16", "auto"):
+        raise ConfigError(f"--precision must be fp32, bf16 or auto, got {precision!r}")
     from promptmux.t2t.bundle import is_t2t_bundle
 
     if is_t2t_bundle(run_dir):

@@ -46,7 +46,7 @@ def test_shared_options_defaults_and_order(common: ModuleType) -> None:
     assert args.tasks == "sst2,cola,mrpc,stsb,rte"
     assert (args.batch_size, args.train_cap, args.dev_cap, args.max_length) == (32, None, None, 128)
     assert (args.lr, args.head_lr, args.sampling) == (5e-5, 1e-3, "temperature")
-    assert args.precision == "bf16"
+    assert args.precision == "auto"
     assert (args.threads, args.set, args.tag) == (None, [], "")
     assert args.results_dir == str(BENCH / "results")
 
@@ -143,19 +143,19 @@ SCRIPTS = {
     "glue5": {
         "tasks": "sst2,cola,mrpc,stsb,rte", "modes": "single,multi", "seeds": 3, "steps": 4000,
         "batch_size": 32, "train_cap": None, "lr": 5e-5, "head_lr": 1e-3,
-        "sampling": "temperature", "temperature": 2.0, "precision": "bf16",
+        "sampling": "temperature", "temperature": 2.0, "precision": "auto",
     },
     "conll": {
         "aux": "pos,chunk", "budget": "compute", "seeds": 3, "steps": 1500, "batch_size": 32,
-        "test_cap": None, "lr": 5e-5, "sampling": "temperature", "precision": "bf16",
+        "test_cap": None, "lr": 5e-5, "sampling": "temperature", "precision": "auto",
     },
     "weighting": {
         "tasks": "sst2,cola,mrpc,stsb,rte", "seeds": 3, "steps": 1500, "batch_size": 32,
-        "lr": 5e-5, "head_lr": 1e-3, "sampling": "temperature", "precision": "bf16",
+        "lr": 5e-5, "head_lr": 1e-3, "sampling": "temperature", "precision": "auto",
     },
     "peft_robust": {
         "tasks": "sst2,mrpc,rte,stsb", "seeds": 1, "steps": 200, "batch_size": 16,
-        "train_cap": 4000, "lr": 1e-4, "head_lr": 1e-3, "precision": "bf16", "lora_r": 8,
+        "train_cap": 4000, "lr": 1e-4, "head_lr": 1e-3, "precision": "auto", "lora_r": 8,
         "work_dir": None,
     },
     "throughput": {

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import promptmux.precision as precision_mod
 import promptmux.train.trainer as trainer_mod
 from helpers import TASKS, single_thread, tiny_config, write_tasks  # noqa: F401  (fixture)
 from promptmux.config import config_from_dict
@@ -287,7 +288,9 @@ def test_bf16_training_learns(single_bf16: Run, task: str) -> None:
 
 
 @pytest.mark.parametrize("task", ["sentiment", "score", "ner"])
-def test_bf16_bundle_predicts_like_the_trained_model(single_bf16: Run, task: str) -> None:
+def test_bf16_bundle_predicts_like_the_trained_model(single_bf16: Run, task: str, monkeypatch) -> None:
+    # As on hardware with native bf16, where a bf16 bundle predicts in bf16 (else in fp32: test_precision.py).
+    monkeypatch.setattr(precision_mod, "_cpu_native_bf16", lambda: True)
     loaded = Predictor.from_pretrained(single_bf16.out / "last")
     assert loaded.precision == "bf16"
     inputs = inputs_of(single_bf16, task)

@@ -25,10 +25,10 @@ from promptmux.config import config_from_dict
 from promptmux.data.collate import collate
 from promptmux.data.encode import encode_examples
 from promptmux.errors import BundleError, ConfigError
-from promptmux.eval.evaluator import autocast
 from promptmux.eval.report import evaluate_bundle
 from promptmux.model import MultiTaskModel, TaskInfo, build_model, load_backbone
 from promptmux.model.lora import TaskLoraLinear, freeze_encoder, lora_modules, lora_parameters
+from promptmux.precision import autocast
 from promptmux.serve.bundle import load_bundle
 from promptmux.serve.export import export_merged
 from promptmux.serve.mixed import predict_mixed

@@ -261,6 +261,6 @@ def test_serve_command_builds_the_app_with_its_options(bundle: Path, monkeypatch
     assert seen["kwargs"]["host"] == "127.0.0.1" and seen["kwargs"]["port"] == 8123
     s = seen["app"].state.settings
     assert (s.max_batch_size, s.max_wait_ms, s.max_items, s.max_text_chars, s.timeout_s, s.truncate) == (8, 3.0, 5, 99, 4.0, True)
-    for wrong, message in ((["--max-batch-size", "0"], "serve.max_batch_size must be an integer > 0"), (["--precision", "fp16"], "--precision must be fp32 or bf16")):
+    for wrong, message in ((["--max-batch-size", "0"], "serve.max_batch_size must be an integer > 0"), (["--precision", "fp16"], "--precision must be fp32, bf16 or auto")):
         bad = CliRunner().invoke(cli, ["serve", str(bundle), *wrong])
         assert bad.exit_code != 0 and message in str(bad.exception)

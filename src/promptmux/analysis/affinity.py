@@ -34,8 +34,8 @@ import torch
 
 from promptmux.data.collate import Batch, collate
 from promptmux.errors import ConfigError
-from promptmux.eval.evaluator import autocast
 from promptmux.model.multitask import MultiTaskModel
+from promptmux.precision import autocast
 from promptmux.train.trainer import Callback, StepContext
 
 

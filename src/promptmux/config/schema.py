@@ -239,7 +239,8 @@ class TrainConfig(Strict):
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
     grad_accum: int = Field(1, ge=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    precision: Literal["bf16", "fp32"] = "bf16"
+    # auto: bf16 autocast where the hardware multiplies bf16 natively, else fp32 (promptmux.precision)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     eval_every: int = Field(200, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)
     log_every: int = Field(20, ge=1)

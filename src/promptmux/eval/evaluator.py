@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,14 +11,8 @@ import torch
 from promptmux.data.collate import collate
 from promptmux.data.encode import Encoded
 from promptmux.model.multitask import MultiTaskModel, TaskInfo
+from promptmux.precision import autocast
 from promptmux.tasks.spec import Example
-
-
-def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    device_type = torch.device(device).type
-    if precision == "bf16":
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def length_sorted_batches(enc: Encoded, batch_size: int, max_tokens: int | None = None) -> Iterator[np.ndarray]:

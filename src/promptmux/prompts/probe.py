@@ -25,6 +25,7 @@ from promptmux.data.collate import collate
 from promptmux.data.encode import encode_examples
 from promptmux.eval.metrics import compute_metrics
 from promptmux.model.backbone import pool
+from promptmux.precision import autocast
 from promptmux.prompts.information import entropy, information_gain, quantile_bins
 from promptmux.tasks.spec import Example
 
@@ -58,26 +59,25 @@ def embed(
     n_labels: int,
     max_length: int,
     pooling: str,
-    precision: str = "bf16",
+    precision: str = "auto",
     batch_size: int = 64,
 ) -> np.ndarray:
     """One pooled float32 vector per example, in input order ([n, hidden]).
 
     Rows are batched by length (shortest first) so that padding stays small; bf16 autocast is used
-    when `precision` is "bf16" (CPU AMX or GPU), which rounds the encoder's matmuls but not the
-    pooled output.
+    when `precision` is "bf16" (or "auto" on hardware with native bf16: promptmux.precision), which
+    rounds the encoder's matmuls but not the pooled output.
     """
     enc = encode_examples(examples, tokenizer, task_type, max_length, n_labels)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id or 0
     order = np.argsort(enc.lengths, kind="stable")
     out: np.ndarray | None = None
-    bf16 = precision == "bf16"
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = collate([("probe", enc, idx)], pad_id).to(device)
         extra = {} if batch.token_type_ids is None else {"token_type_ids": batch.token_type_ids}
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, precision):
             hidden = model(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, **extra
             ).last_hidden_state

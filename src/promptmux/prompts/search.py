@@ -33,6 +33,7 @@ import numpy as np
 
 from promptmux.config.schema import Config, TaskConfig
 from promptmux.errors import ConfigError, DataError
+from promptmux.precision import resolve_precision
 from promptmux.prompts.candidates import Candidate, build_candidates
 from promptmux.prompts.cv import (
     PairedGap,
@@ -262,7 +263,7 @@ def search_prompts(
         "seed": cfg.seed,
         "backbone": cfg.model.backbone,
         "max_length": cfg.model.max_length,
-        "precision": cfg.train.precision,
+        "precision": resolve_precision(cfg.train.precision, "cpu", warn=False),  # it runs on the CPU
         "keywords_disjoint_from_cv": len(data.split("train")) - len(cv_rows) >= MIN_KEYWORD_ROWS,
     }
     names = data.labels if t.type != "regression" else ["low", "high"]

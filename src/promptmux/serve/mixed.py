@@ -19,7 +19,7 @@ import torch
 
 from promptmux.data.collate import collate
 from promptmux.data.encode import Encoded, encode_examples
-from promptmux.eval.evaluator import autocast
+from promptmux.precision import autocast
 from promptmux.prompts.ensemble import merge, prompted_rows
 from promptmux.serve.predictor import Predictor, format_output
 from promptmux.tasks.spec import Example

@@ -10,6 +10,7 @@ import torch
 
 from promptmux.errors import DataError
 from promptmux.model.multitask import MultiTaskModel, TaskInfo
+from promptmux.precision import resolve_precision, serving_precision
 from promptmux.prompts.ensemble import predict_examples
 from promptmux.prompts.rules import meta_fields
 from promptmux.serve.bundle import load_bundle
@@ -37,7 +38,12 @@ class Predictor:
         self.settings = settings
         self.folder = folder
         self.max_length = int(settings.get("max_length", 128))
-        self.precision = precision or settings.get("precision", "fp32")
+        device = next(model.parameters()).device
+        # Named: as asked (auto resolved). Not named: the bundle's training precision, but fp32
+        # where this hardware would emulate bf16 (promptmux.precision).
+        self.precision = (
+            resolve_precision(precision, device) if precision else serving_precision(settings.get("precision", "fp32"), device)
+        )
         self.pad_id = tokenizer.pad_token_id or 0
 
     @classmethod

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from promptmux.eval.evaluator import autocast
+from promptmux.precision import autocast
 from promptmux.t2t.data import collate, fit, pack, pad_id_of, tokenize_answers, tokenize_prompts
 from promptmux.t2t.model import T2TModel
 from promptmux.t2t.tasks import T2TTask

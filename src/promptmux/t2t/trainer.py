@@ -27,7 +27,7 @@ from promptmux.config.schema import Config
 from promptmux.data.samplers import build_sampler
 from promptmux.data.streams import TaskStream
 from promptmux.errors import DataError
-from promptmux.eval.evaluator import autocast
+from promptmux.precision import autocast, resolve_precision
 from promptmux.t2t import data as t2t_data
 from promptmux.t2t.bundle import lm_source, read_trained_parts, write_t2t_bundle
 from promptmux.t2t.infer import evaluate
@@ -89,6 +89,7 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
     # A batch without some task leaves that task's soft prompt unused in the step; DDP must be told.
     acc = Accelerator(cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     world, rank = acc.num_processes, acc.process_index
+    precision = resolve_precision(cfg.train.precision, acc.device, warn=acc.is_main_process)
     out = Path(cfg.output.dir)
     _check_output_dir(cfg, out, resume, acc.is_main_process)
     acc.wait_for_everyone()
@@ -102,7 +103,7 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
     # A bundle without lm/ (LoRA, frozen-LM prompts) loads its base from here: the packaged alias as
     # written (it resolves anywhere), otherwise the folder as an absolute path.
     alias = cfg.model.backbone in PACKAGED_MODELS
-    settings = {"max_length": cfg.model.max_length, "precision": cfg.train.precision,
+    settings = {"max_length": cfg.model.max_length, "precision": precision,
                 "base": cfg.model.backbone if alias else str(base.resolve())}
     folder = ckpt.find_checkpoint(out / "last") if resume else None
     if folder is not None:
@@ -152,7 +153,7 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
         )
 
     def evaluate() -> tuple[dict[str, dict[str, float]], bool]:
-        return _evaluate(cfg, acc, raw_model, data, tokenizer, state, logger)
+        return _evaluate(cfg, acc, raw_model, data, tokenizer, state, logger, precision)
 
     def next_batch() -> t2t_data.T2TBatch:
         if cfg.sampling.mixed:
@@ -177,7 +178,7 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
                 batch = next_batch().to(acc.device)
                 last_micro = micro == cfg.train.grad_accum - 1
                 with contextlib.nullcontext() if last_micro else acc.no_sync(model):
-                    with autocast(acc.device, cfg.train.precision):
+                    with autocast(acc.device, precision):
                         losses = model(**batch.model_inputs())
                     _check_finite(acc, losses, step + 1, stop)
                     loss, weights = weighting(losses, step)
@@ -209,7 +210,7 @@ def train_t2t(cfg: Config, resume: bool = False) -> TrainResult:
     return TrainResult(out, state["step"], state["best_step"], state["best_score"], outcome.best, outcome.last, outcome.stopped, raw_model)
 
 
-def _evaluate(cfg: Config, acc, model: T2TModel, data: T2TData, tokenizer, state: dict, logger: RunLogger):
+def _evaluate(cfg: Config, acc, model: T2TModel, data: T2TData, tokenizer, state: dict, logger: RunLogger, precision: str):
     """Dev metrics on the main process, shared with the others; best-model bookkeeping."""
     from promptmux.eval.metrics import aggregate_score
 
@@ -218,6 +219,6 @@ def _evaluate(cfg: Config, acc, model: T2TModel, data: T2TData, tokenizer, state
     if acc.is_main_process:
         dev = {t: rows for t, rows in data.split("dev").items() if rows}
         if dev:
-            metrics = evaluate(model, data.tasks, dev, tokenizer, cfg.model.max_length, cfg.train.eval_batch_size, cfg.train.precision)
+            metrics = evaluate(model, data.tasks, dev, tokenizer, cfg.model.max_length, cfg.train.eval_batch_size, precision)
             score = aggregate_score({t: m[cfg.main_metric(t)] for t, m in metrics.items()})
     return record_evaluation(cfg, acc, state, logger, metrics, score)

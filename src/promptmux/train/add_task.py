@@ -32,11 +32,12 @@ from promptmux.data.encode import default_cache_dir
 from promptmux.data.few_shot import few_shot_sample
 from promptmux.data.streams import TaskStream
 from promptmux.errors import ConfigError, TrainingError
-from promptmux.eval.evaluator import autocast, evaluate
+from promptmux.eval.evaluator import evaluate
 from promptmux.fsutil import atomic_directory
 from promptmux.model.added import extend
 from promptmux.model.heads import HEADS
 from promptmux.model.multitask import MultiTaskModel, TaskInfo
+from promptmux.precision import autocast, serving_precision
 from promptmux.serve.bundle import load_bundle, read_bundle_meta, resolve_bundle, write_bundle
 from promptmux.train.add_task_data import load_old_tasks
 from promptmux.train.reptile import Reptile
@@ -115,7 +116,8 @@ def add_task(
     model, tokenizer, old_infos, settings, _ = load_bundle(folder)
     model.to(device)
     pad_id = tokenizer.pad_token_id or 0
-    serve_precision = settings.get("precision", "fp32")  # what Predictor will use on the bundle
+    # What Predictor will use on the bundle here (a bf16 bundle predicts in fp32 without native bf16).
+    serve_precision = serving_precision(settings.get("precision", "fp32"), device)
     eval_bs = cfg.train.eval_batch_size
 
     new = prepare_new_task(spec, tokenizer)

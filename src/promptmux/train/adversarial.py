@@ -42,9 +42,9 @@ import torch
 from promptmux.config.schema import AdversarialConfig
 from promptmux.data.collate import Batch
 from promptmux.errors import ConfigError
-from promptmux.eval.evaluator import autocast
 from promptmux.model.backbone import embeddings_module
 from promptmux.model.multitask import MultiTaskModel
+from promptmux.precision import autocast
 from promptmux.train.batch_rows import select_tasks
 
 

@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from promptmux.config.schema import Config, DistillConfig
 from promptmux.data.collate import Batch
 from promptmux.errors import BundleError, ConfigError
-from promptmux.eval.evaluator import autocast
 from promptmux.model.heads import Head
 from promptmux.model.multitask import MultiTaskModel, TaskInfo
+from promptmux.precision import autocast
 from promptmux.train.batch_rows import select_tasks
 
 log = logging.getLogger("promptmux.train")

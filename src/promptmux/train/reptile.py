@@ -26,9 +26,9 @@ from promptmux.config.add_task import ReptileConfig
 from promptmux.data.collate import Batch, collate
 from promptmux.data.encode import Encoded
 from promptmux.data.streams import TaskStream
-from promptmux.eval.evaluator import autocast
 from promptmux.model.multitask import MultiTaskModel
 from promptmux.model.prompts import SoftPrompt
+from promptmux.precision import autocast
 
 log = logging.getLogger("promptmux.train")
 

@@ -22,20 +22,27 @@ from promptmux.data.collate import Batch, collate
 from promptmux.data.samplers import build_sampler
 from promptmux.data.streams import TaskStream
 from promptmux.errors import ConfigError, TrainingError
-from promptmux.eval.evaluator import autocast, evaluate
+from promptmux.eval.evaluator import evaluate
 from promptmux.fsutil import recover_directory
 from promptmux.model.backbone import count_parameters, load_backbone
 from promptmux.model.lora import freeze_encoder, lora_share
 from promptmux.model.multitask import MultiTaskModel, build_model
 from promptmux.model.prompts import prompt_settings
+from promptmux.precision import autocast, resolve_precision
 from promptmux.prompts.adaptive import PromptSelector
 from promptmux.serve.bundle import write_bundle
 from promptmux.train import checkpoint as ckpt
 from promptmux.train.adversarial import build_adversary
-from promptmux.train.distill import build_distiller
 from promptmux.train.bookkeeping import Outcome, after_step, record_evaluation, write_results
+from promptmux.train.distill import build_distiller
 from promptmux.train.logger import RunLogger
-from promptmux.train.setup import PreparedData, build_optimizer, build_scheduler, prepare_data, total_steps
+from promptmux.train.setup import (
+    PreparedData,
+    build_optimizer,
+    build_scheduler,
+    prepare_data,
+    total_steps,
+)
 from promptmux.train.task_grads import TaskGradients
 from promptmux.weighting import build_weighting
 
@@ -127,6 +134,7 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
     # Single-task batches leave the other heads unused in a step; DDP must be told.
     acc = Accelerator(cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     world, rank = acc.num_processes, acc.process_index
+    precision = resolve_precision(cfg.train.precision, acc.device, warn=acc.is_main_process)
     if acc.device.type == "cpu" and world > 1 and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // acc.num_processes))
     out = Path(cfg.output.dir)
@@ -176,7 +184,7 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
                               f"use DDP, not {acc.distributed_type.name}")
         task_grads = TaskGradients(weighting, raw_model, world)
     # FGM/PGD on the embedding output (train/adversarial.py); teachers for distillation (train/distill.py).
-    adversary = build_adversary(cfg.train.adversarial, raw_model, names, acc, cfg.train.precision, cfg.train.grad_accum)
+    adversary = build_adversary(cfg.train.adversarial, raw_model, names, acc, precision, cfg.train.grad_accum)
     distiller = build_distiller(cfg, raw_model, data.tasks, tokenizer, acc.device)
     if folder is not None:
         ckpt.restore_optimizer(folder, optimizer, scheduler, rank)
@@ -184,10 +192,10 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
     logger = RunLogger(out, steps, state["step"], acc.is_main_process, cfg.output.tensorboard, cfg.train.progress)
     logger.message(
         f"tasks: {', '.join(f'{t}({len(e)})' for t, e in train_sets.items())} | steps: {steps} | "
-        f"processes: {world} | trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
+        f"processes: {world} | precision: {precision} | trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
         + _prompt_share(raw_model, total) + lora_share(raw_model, total)
     )
-    settings = {"max_length": cfg.model.max_length, "head_dropout": cfg.model.head_dropout, "precision": cfg.train.precision}
+    settings = {"max_length": cfg.model.max_length, "head_dropout": cfg.model.head_dropout, "precision": precision}
     if raw_model.prompt is not None:  # load_bundle rebuilds the same prompt module from these
         settings["prompts"] = prompt_settings(cfg.model.prompts)
     config_dict = config_to_dict(cfg)
@@ -208,7 +216,7 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
     def evaluate() -> tuple[dict[str, dict[str, float]], bool]:
         if selector is not None:  # before the evaluation, which then judges the chosen prompt
             selector.maybe_select(raw_model, state["step"], logger)
-        return _evaluate(cfg, acc, raw_model, data, pad_id, state, logger)
+        return _evaluate(cfg, acc, raw_model, data, pad_id, state, logger, precision)
 
     def next_batch() -> Batch:
         if cfg.sampling.mixed:
@@ -240,7 +248,7 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
                 sync = contextlib.nullcontext() if last_micro and not attack else acc.no_sync(model)
                 watch = adversary.watch() if attack else contextlib.nullcontext()  # keeps the embedding output
                 with sync:
-                    with autocast(acc.device, cfg.train.precision), watch:
+                    with autocast(acc.device, precision), watch:
                         logits = model(**batch.model_inputs())
                     losses = {t: raw_model.heads[t].loss(logits[t], batch.labels[t]) for t in logits}
                     if distiller is not None:
@@ -300,7 +308,7 @@ def train(cfg: Config, resume: bool = False, callbacks: tuple[Callback, ...] | l
     return TrainResult(out, state["step"], state["best_step"], state["best_score"], outcome.best, outcome.last, outcome.stopped, raw_model)
 
 
-def _evaluate(cfg: Config, acc, model: MultiTaskModel, data: PreparedData, pad_id: int, state: dict, logger: RunLogger):
+def _evaluate(cfg: Config, acc, model: MultiTaskModel, data: PreparedData, pad_id: int, state: dict, logger: RunLogger, precision: str):
     """Evaluate on the main process; share the score and keep the best-model bookkeeping."""
     from promptmux.eval.metrics import aggregate_score
 
@@ -309,7 +317,7 @@ def _evaluate(cfg: Config, acc, model: MultiTaskModel, data: PreparedData, pad_i
     if acc.is_main_process:
         dev = data.split("dev")
         if dev:
-            metrics = evaluate(model, data.tasks, dev, pad_id, cfg.train.eval_batch_size, cfg.train.precision)
+            metrics = evaluate(model, data.tasks, dev, pad_id, cfg.train.eval_batch_size, precision)
             score = aggregate_score({t: m[cfg.main_metric(t)] for t, m in metrics.items()})
     return record_evaluation(cfg, acc, state, logger, metrics, score)
 
