@@ -21,6 +21,7 @@ Usage (from the repository root; data under ../shared/data or $PROMPTMUX_DATA):
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import tempfile
@@ -68,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ablation: real tokens keep positions 0..n-1 (promptmux), or shift behind the prompt as peft does",
     )
     p.add_argument("--tag", default="", help="suffix for the result files (prompt_tuning<-tag>.json/.md)")
+    p.add_argument(
+        "--merge", default=None, metavar="A.json,B.json",
+        help="no training: one report from reports of the same settings whose methods ran in parallel processes",
+    )
     p.add_argument("--results-dir", default=str(RESULTS), help="folder for the .json and .md results")
     return p.parse_args(argv)
 
@@ -226,8 +231,41 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(args: argparse.Namespace) -> dict[str, Any]:
+    """One report from parts that ran different methods with otherwise equal settings."""
+    files = args.merge.split(",")
+    parts = [json.loads(Path(f).read_text(encoding="utf-8")) for f in files]
+
+    def same(settings: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in settings.items() if k not in ("methods", "threads", "merge")}
+
+    results: dict[str, Any] = {}
+    for f, part in zip(files, parts):
+        if same(part["settings"]) != same(parts[0]["settings"]):
+            raise SystemExit(f"--merge: {f} was run with other settings than {files[0]}")
+        twice = sorted(set(part["results"]) & set(results))
+        if twice:
+            raise SystemExit(f"--merge: {f} repeats methods of an earlier part: {', '.join(twice)}")
+        results.update(part["results"])
+    order = [m for m in METHODS if m in results]  # the table's usual order, full first
+    results = {m: results[m] for m in order}
+    gains(results, parts[0]["majority"], parts[0]["metric_of"])
+    report = {
+        **parts[0],
+        "command": " ; ".join(p["command"] for p in parts) + f" ; python bench/prompt_tuning.py --merge {args.merge}",
+        "settings": {**parts[0]["settings"], "methods": ",".join(order)},
+        "results": results,
+        "environment": {**parts[0]["environment"], "parallel_processes": len(parts)},
+    }
+    stem = "prompt_tuning" + (f"-{args.tag}" if args.tag else "")
+    write_report(Path(args.results_dir), stem, report, markdown(report))
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.merge:
+        return merge(args)
     setup(args.threads)
     if args.positions == "shift":
         shift_positions()
@@ -253,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             gains(results, majority, metric_of)
             report = {
                 "command": command,
-                "settings": {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir")},
+                "settings": {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir", "merge")},
                 "metric_of": metric_of,
                 "majority": majority,
                 "results": results,

@@ -227,3 +227,53 @@ def test_training_memory_counts_state_and_steps_peak() -> None:
     memory.on_step_end(SimpleNamespace(step=3, total_steps=3, model=model, optimizer=opt))
     peak, base = memory.out["train_peak_rss_mib"], memory.out["rss_step1_mib"]
     assert base + 60 <= peak < base + 64 + 150  # the spike after the reset, not the one before
+
+
+def _prompt_tuning_part(methods: dict[str, dict[str, float]], threads: int = 1) -> dict:
+    """A prompt_tuning report as the script writes it, with the given per-method sst2 accuracies."""
+    module = bench_module("prompt_tuning")
+    args = module.parse_args(["--methods", ",".join(methods), "--threads", str(threads)])
+    return {
+        "command": f"python bench/prompt_tuning.py --methods {','.join(methods)}",
+        "settings": {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir", "merge")},
+        "metric_of": {"sst2": "accuracy"},
+        "majority": {"sst2": {"accuracy": 50.0}},
+        "results": {
+            m: {"metrics": {"sst2": {"accuracy": acc}}, "trainable": 10, "total": 100, "trainable_share_pct": 10.0, "wall_s": 60.0}
+            for m, acc in methods.items()
+        },
+        "environment": {"cpu": "test", "gpu": None, "cores": 2, "torch": "x", "torch_threads": threads,
+                        "load_average_at_start": (0.0, 0.0, 0.0), "git": "abc", "date": "today", "native_bf16": False},
+    }
+
+
+def test_prompt_tuning_merges_parallel_parts_and_scores_gains_against_full(tmp_path: Path) -> None:
+    import json
+
+    module = bench_module("prompt_tuning")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_prompt_tuning_part({"deep": 80.0, "generated": 65.0})))
+    b.write_text(json.dumps(_prompt_tuning_part({"full": 90.0, "shallow": 86.0}, threads=2)))  # threads may differ
+    report = module.main(["--merge", f"{a},{b}", "--results-dir", str(tmp_path), "--tag", "merged"])
+    assert list(report["results"]) == ["full", "shallow", "deep", "generated"]  # the usual order
+    gains = {m: r["gain"]["sst2"] for m, r in report["results"].items()}
+    assert gains == pytest.approx({"full": 1.0, "shallow": 0.9, "deep": 0.75, "generated": 0.375})
+    md = (tmp_path / "prompt_tuning-merged.md").read_text()
+    assert "| shallow | 86.0 | 0.90 |" in md and "fp32 (no native bf16, precision auto)" in md
+    assert report["environment"]["parallel_processes"] == 2
+
+
+def test_prompt_tuning_merge_refuses_other_settings_and_repeated_methods(tmp_path: Path) -> None:
+    import json
+
+    module = bench_module("prompt_tuning")
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps(_prompt_tuning_part({"full": 90.0})))
+    other = _prompt_tuning_part({"shallow": 86.0})
+    other["settings"]["steps"] = 7
+    b.write_text(json.dumps(other))
+    c.write_text(json.dumps(_prompt_tuning_part({"full": 91.0})))
+    with pytest.raises(SystemExit, match=f"--merge: {b} was run with other settings than {a}"):
+        module.main(["--merge", f"{a},{b}", "--results-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match=f"--merge: {c} repeats methods of an earlier part: full"):
+        module.main(["--merge", f"{a},{c}", "--results-dir", str(tmp_path)])
