@@ -230,6 +230,25 @@ def test_mixed_batch_serves_old_and_new_tasks(added) -> None:
             assert [t["tag"] for t in m["tokens"]] == [t["tag"] for t in a["tokens"]]
 
 
+def test_an_added_pair_task_pools_its_two_texts_in_mixed_batches(bundles, data_dir, tmp_path) -> None:
+    spec = new_task_file(tmp_path, data_dir)
+    result = add_task(bundles["none"], spec, tmp_path / "out", ["tasks.pair.pooling=pair"])
+    model, _, infos, _, _ = load_bundle(result.out_dir)
+    assert {t.name: t.pooling for t in infos}[NEW] == "pair"
+    assert model.heads[NEW].out.in_features == 4 * 32  # [u, v, |u - v|, u * v]
+    assert result.new_dev["accuracy"] > 70.0
+    p = Predictor.from_pretrained(result.out_dir)
+    pairs = [("the film was", "it was great"), ("the film", "it was awful really")]
+    items = [("sentiment", p.example("sentiment", t)) for t in INPUTS["sentiment"]]
+    items += [(NEW, p.example(NEW, pair)) for pair in pairs]
+    mixed = predict_mixed(p, items, PassStats(), overhead=10**6)  # old and added rows in one batch
+    alone = p.predict("sentiment", INPUTS["sentiment"]) + p.predict(NEW, pairs)
+    for m, a in zip(mixed, alone):
+        assert m["label"] == a["label"]
+        for label, prob in a["probabilities"].items():
+            assert m["probabilities"][label] == pytest.approx(prob, abs=1e-5)
+
+
 def test_served_task_list_shows_each_tasks_own_soft_prompt(added) -> None:
     from promptmux.serve.tasks import describe_prompt
 

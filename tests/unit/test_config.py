@@ -232,6 +232,12 @@ def test_every_error_is_reported_at_once() -> None:
         ("tasks.tags={type: multilabel, labels: [], data: {path: t.csv}}", "tasks.tags.labels: a multilabel task needs at least 1 label"),
         ("tasks.sst.label_separator=|", "tasks.sst.label_separator:"),
         ("tasks.ner.fields.text_b=other", "tasks.ner.fields.text_b:"),
+        ("tasks.sst.pooling=pair", "tasks.sst.pooling: pair needs a text pair (set tasks.sst.fields.text_b)"),
+        ("tasks.ner.pooling=pair", "tasks.ner.pooling: pair pools sequence-level text pairs"),
+        ("tasks.sts={type: regression, data: {train: s.tsv}, fields: {text_b: b}, pooling: pair, prompt: {template: '{text} {text_b}'}}",
+         "tasks.sts.pooling: pair reads the two texts as two segments, but the template '{text} {text_b}' joins them"),
+        ("tasks.sts={type: regression, data: {train: s.tsv}, fields: {text_b: b}, pooling: pair, prompt: {pool: ['{text}{sep}{text_b}', 'A: {text} B: {text_b}']}}",
+         "the template 'A: {text} B: {text_b}' joins them"),
         ("model.freeze.strategy=bottom_k", "model.freeze.k:"),
         ("model.freeze.strategy=top_k", "model.freeze.k:"),
         ("train.epochs=2", "train.max_steps"),
@@ -260,9 +266,12 @@ def test_cross_field_rules_accept_valid_neighbours() -> None:
             "train.epochs=2",
             "sampling.strategy=uniform",
             "weighting.strategy=static",
+            "tasks.sts.pooling=pair",
+            "tasks.sts.prompt.template='First: {text}{sep}Second: {text_b}'",
         ]
     )
     assert cfg.tasks["tags"].labels == ["only"] and cfg.main_metric("sst") == "mcc"
+    assert cfg.tasks["sts"].pooling == "pair"
 
 
 def test_unknown_strategies_list_the_known_ones() -> None:

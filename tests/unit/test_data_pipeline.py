@@ -460,3 +460,21 @@ def test_unknown_weighting_lists_the_known_ones() -> None:
 def test_unknown_weighting_options_name_the_key(name: str) -> None:
     with pytest.raises(ConfigError, match=r"weighting\.options: .*not_an_option"):
         build_weighting(name, ["a"], {"a": 1.0}, {**OPTIONS.get(name, {}), "not_an_option": 1.5})
+
+
+def test_pair_pooling_with_a_tokenizer_without_token_types_is_a_config_error(tiny_backbone: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from helpers import tiny_config, write_tasks
+    from promptmux.config import config_from_dict
+    from promptmux.train.setup import prepare_data
+
+    tasks = write_tasks(tmp_path, ["pair"], n_train=8, n_dev=4)
+    tasks["pair"]["pooling"] = "pair"
+    cfg = config_from_dict(tiny_config(tiny_backbone, tasks, tmp_path / "run"), base_dir=tmp_path)
+    plain = AutoTokenizer.from_pretrained(tiny_backbone, model_input_names=["input_ids", "attention_mask"])
+    assert "token_type_ids" not in plain("a", "b")
+    with pytest.raises(ConfigError, match="tasks.pair.pooling: pair reads the two texts from token type ids"):
+        prepare_data(cfg, plain, cache=False)
+    with_types = AutoTokenizer.from_pretrained(tiny_backbone)
+    assert prepare_data(cfg, with_types, cache=False).encoded["train"]["pair"].type_ids is not None

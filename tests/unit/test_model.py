@@ -148,6 +148,21 @@ def test_pool_mean_ignores_padding_and_cls_takes_the_first_token() -> None:
     assert torch.equal(pool(garbage, mask, "cls"), hidden[:, 0])
 
 
+def test_pool_pair_compares_the_means_of_the_two_texts() -> None:
+    hidden = torch.randn(2, 6, 4)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    segments = torch.tensor([[0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 1, 1]])  # padding holds type 0
+    garbage = hidden.clone()
+    garbage[0, 5] = 1e6
+    out = pool(garbage, mask, "pair", segments)
+    u0, v0 = hidden[0, :3].mean(0), hidden[0, 3:5].mean(0)
+    u1, v1 = hidden[1, :2].mean(0), hidden[1, 2:].mean(0)
+    torch.testing.assert_close(out[0], torch.cat([u0, v0, (u0 - v0).abs(), u0 * v0]))
+    torch.testing.assert_close(out[1], torch.cat([u1, v1, (u1 - v1).abs(), u1 * v1]))
+    with pytest.raises(ValueError, match="pair pooling needs the token type ids"):
+        pool(hidden, mask, "pair")
+
+
 @pytest.mark.parametrize("kind", ["mean", "cls"])
 def test_pooled_vector_of_a_padded_row_equals_the_unpadded_row(tiny_backbone: Path, tokenizer, kind: str) -> None:
     encoder = fresh_encoder(tiny_backbone).eval()
@@ -259,6 +274,7 @@ TASKS = [
     TaskInfo("multi", "multilabel", ["a", "b", "c", "d"], "mean", "micro_f1"),
     TaskInfo("reg", "regression", None, "mean", "pearson"),
     TaskInfo("tok", "token", ["O", "B-PER", "I-PER"], "mean", "entity_f1"),
+    TaskInfo("sbert", "classification", ["no", "yes"], "pair", "accuracy"),
 ]
 
 EXAMPLES = {
@@ -267,6 +283,7 @@ EXAMPLES = {
     "multi": [Example("stock market"), Example("the team won the game and the bank price")],
     "reg": [Example("love it"), Example("worst movie of the city"), Example("ok")],
     "tok": [Example(("john", "works", "in", "paris")), Example(("mary",)), Example(("xylophone", "the", "film"))],
+    "sbert": [Example("the plot", "was fine"), Example("john won", "mary lost the match in london"), Example("ok", "ok")],
 }
 
 
@@ -284,11 +301,12 @@ def test_build_model_makes_one_head_per_task(multitask) -> None:
     assert isinstance(model, MultiTaskModel)
     assert list(model.heads) == [t.name for t in TASKS]
     assert [type(model.heads[t.name]).task_type for t in TASKS] == [t.type for t in TASKS]
-    assert [model.heads[t.name].out.out_features for t in TASKS] == [2, 3, 4, 1, 3]
+    assert [model.heads[t.name].out.out_features for t in TASKS] == [2, 3, 4, 1, 3, 2]
     assert model.heads["pair"].pooling == "cls" and model.heads["cls"].pooling == "mean"
+    assert model.heads["sbert"].out.in_features == 4 * 32 and model.heads["cls"].out.in_features == 32
 
 
-@pytest.mark.parametrize("order", [["cls", "pair", "multi", "reg", "tok"], ["tok", "reg", "pair", "cls", "multi"]])
+@pytest.mark.parametrize("order", [["cls", "pair", "multi", "reg", "tok", "sbert"], ["tok", "sbert", "reg", "pair", "cls", "multi"]])
 def test_mixed_batch_gives_each_task_its_rows(multitask, order: list[str]) -> None:
     """A row's logits do not depend on which other tasks share its batch (eval mode, fp32)."""
     model, encoded = multitask

@@ -219,6 +219,7 @@ def run(request, tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory, 
     kind = request.param
     folder = tmp_path_factory.mktemp(f"prompt-{kind}")
     tasks = write_tasks(folder, ["sentiment", "pair", "ner"], n_train=64, n_dev=16)
+    tasks["pair"]["pooling"] = "pair"  # the two texts' means compared ([u, v, |u-v|, u*v]) under prompts
     cfg = config_from_dict(
         tiny_config(
             tiny_backbone, tasks, folder / "run",

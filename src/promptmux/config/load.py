@@ -152,6 +152,8 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"{key}.label_separator: only multilabel tasks split labels")
         if task.fields.text_b is not None and task.type == "token":
             raise ConfigError(f"{key}.fields.text_b: token tasks take one word sequence")
+        if task.pooling == "pair":
+            _check_pair_pooling(key, task)
         from promptmux.prompts.checks import check_prompt_config
 
         bad_prompt = check_prompt_config(task.prompt, task.type, task.fields.text_b is not None)
@@ -226,6 +228,21 @@ def _check_distill(cfg: Config) -> None:
         missing = [t for t in d.tasks if d.teachers is not None and t not in d.teachers]
         if missing:
             raise ConfigError(f"distill.tasks: task(s) {missing} have no teacher in distill.teachers")
+
+
+def _check_pair_pooling(key: str, task) -> None:
+    """`pooling: pair` compares the two texts of a pair: the task must have two, kept apart."""
+    if task.type == "token":
+        raise ConfigError(f"{key}.pooling: pair pools sequence-level text pairs; token tasks tag words")
+    if task.fields.text_b is None:
+        raise ConfigError(f"{key}.pooling: pair needs a text pair (set {key}.fields.text_b)")
+    templates = [task.prompt.template, *(r.template for r in task.prompt.rules), *task.prompt.pool]
+    joined = [t for t in templates if t is not None and "{sep}" not in t]
+    if joined:
+        raise ConfigError(
+            f"{key}.pooling: pair reads the two texts as two segments, but the template {joined[0]!r} joins them "
+            f"into one (split them with {{sep}}, e.g. \"{{text}}{{sep}}{{text_b}}\")"
+        )
 
 
 def _check_lora(cfg: Config) -> None:

@@ -128,7 +128,8 @@ class TaskConfig(Strict):
     # Declared label set (classification/multilabel/token). Inferred from train data when absent.
     labels: Annotated[list[str] | None, BeforeValidator(_labels_as_strings)] = None
     label_separator: str | None = None  # multilabel: split a string label on this
-    pooling: Literal["cls", "mean"] | None = None  # overrides model.pooling for this task
+    # overrides model.pooling for this task; `pair` (text pairs): [u, v, |u-v|, u*v] of the two texts' means
+    pooling: Literal["cls", "mean", "pair"] | None = None
     metric: str | None = None  # main metric; default per task type (see TASK_METRICS)
     weight: float = Field(1.0, ge=0.0)  # used by the `static` weighting
     prompt: PromptConfig = Field(default_factory=PromptConfig)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from promptmux.model.heads import head_extra
 from promptmux.model.prompts.base import PROMPTS, SoftPrompt
 
 if TYPE_CHECKING:
@@ -112,7 +113,8 @@ class AddedTasks(nn.Module):
             hidden = self.encode(model.encoder, route, sub, ids, mask, types)
             for task in tasks:
                 sl = sub[task]
-                out[task] = model.heads[task](hidden[sl], mask[sl], extra.get(task, {}))
+                head = model.heads[task]
+                out[task] = head(hidden[sl], mask[sl], head_extra(head, extra.get(task, {}), types, sl))
         return {task: out[task] for task in rows}
 
     def settings(self) -> dict[str, Any]:

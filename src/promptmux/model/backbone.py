@@ -151,9 +151,35 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
-    """Pool token states [B, L, H] into one vector per row: the first token, or the masked mean."""
+POOLINGS = ("cls", "mean", "pair")
+
+
+def pooled_size(hidden: int, kind: str) -> int:
+    """Width of the vector `pool` returns for encoder width `hidden`."""
+    return 4 * hidden if kind == "pair" else hidden
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, kind: str, segments: torch.Tensor | None = None) -> torch.Tensor:
+    """Pool token states [B, L, H] into one vector per row.
+
+    `cls`: the first token. `mean`: the masked mean. `pair` (text pairs; `segments` are the
+    token type ids, 0 for the first text, 1 for the second): the mean u of each text's tokens and
+    v of the other's, as [u, v, |u - v|, u * v] (Reimers and Gurevych, "Sentence-BERT", 2019,
+    https://arxiv.org/abs/1908.10084). A sentence-embedding encoder such as the packaged MiniLM
+    was trained so that u and v compare well; their difference and product give a head the
+    relation of the two texts directly, which a frozen encoder's mean over both texts blurs.
+    """
     if kind == "cls":
         return hidden[:, 0]
+    if kind == "pair":
+        if segments is None:
+            raise ValueError("pair pooling needs the token type ids of a text-pair batch")
+        second = segments.to(mask.dtype) * mask
+        u, v = _masked_mean(hidden, mask - second), _masked_mean(hidden, second)
+        return torch.cat([u, v, (u - v).abs(), u * v], -1)
+    return _masked_mean(hidden, mask)
+
+
+def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from promptmux.model.added import AddedTasks, build_added
-from promptmux.model.heads import HEADS, Head
+from promptmux.model.heads import HEADS, Head, head_extra
 from promptmux.model.lora import attach_lora, route_rows
 from promptmux.model.prompts import SoftPrompt, build_prompt
 
@@ -94,7 +94,7 @@ class MultiTaskModel(nn.Module):
                 # Drop the prompt positions: heads read the real tokens only.
                 hidden = self.prompt.encode(self.encoder, rows, **kwargs)[:, self.prompt.length :]
         return {
-            task: self.heads[task](hidden[sl], attention_mask[sl], extra.get(task, {}))
+            task: self.heads[task](hidden[sl], attention_mask[sl], head_extra(self.heads[task], extra.get(task, {}), token_type_ids, sl))
             for task, sl in rows.items()
         }
 

@@ -81,7 +81,7 @@ def embed(
             hidden = model(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, **extra
             ).last_hidden_state
-        vectors = pool(hidden.float(), batch.attention_mask, pooling).cpu().numpy()
+        vectors = pool(hidden.float(), batch.attention_mask, pooling, batch.token_type_ids).cpu().numpy()
         if out is None:
             out = np.zeros((len(examples), vectors.shape[1]), dtype=np.float32)
         out[idx] = vectors

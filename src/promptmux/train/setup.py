@@ -75,7 +75,15 @@ def prepare_data(cfg: Config, tokenizer, splits: tuple[str, ...] = ("train", "de
 
                     raise DataError(f"tasks.{info.name}: the train split is empty")
                 continue
-            data.encoded[split][info.name] = encode_task_split(info, examples, tokenizer, cfg.model.max_length, cache_dir)
+            enc = encode_task_split(info, examples, tokenizer, cfg.model.max_length, cache_dir)
+            if info.pooling == "pair" and enc.type_ids is None:
+                from promptmux.errors import ConfigError
+
+                raise ConfigError(
+                    f"tasks.{info.name}.pooling: pair reads the two texts from token type ids, which the "
+                    f"tokenizer {type(tokenizer).__name__} does not give; use mean or cls"
+                )
+            data.encoded[split][info.name] = enc
     return data
 
 
