@@ -463,9 +463,9 @@ def test_unknown_weighting_options_name_the_key(name: str) -> None:
 
 
 def test_pair_pooling_with_a_tokenizer_without_token_types_is_a_config_error(tiny_backbone: Path, tmp_path: Path) -> None:
+    from helpers import tiny_config, write_tasks
     from transformers import AutoTokenizer
 
-    from helpers import tiny_config, write_tasks
     from promptmux.config import config_from_dict
     from promptmux.train.setup import prepare_data
 
