@@ -34,6 +34,7 @@ from common import RESULTS, add_precision_arg, describe, environment, glue_confi
 
 
 FROZEN = {"model.freeze.strategy": "backbone"}
+PAIR_TASKS = ("mrpc", "stsb", "rte")  # the configs/glue5.yaml tasks with a text_b
 METHODS: dict[str, dict[str, Any]] = {
     "full": {"model.prompts.kind": "none"},
     "shallow": {**FROZEN, "model.prompts.kind": "shallow"},
@@ -60,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--head-lr", default="full=1e-3,shallow=1e-2", help="train.head_lr: one rate, or per method as --prompt-lr")
     p.add_argument("--warmup", type=float, default=0.06)
+    p.add_argument(
+        "--pair-pooling", default="pair", choices=["pair", "mean", "cls"],
+        help="pooling of the text-pair tasks (mrpc, rte, stsb) in every method; pair: [u, v, |u-v|, u*v]",
+    )
     add_precision_arg(p)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=1, help="torch threads (one: fastest when other jobs share the cores)")
@@ -99,6 +104,7 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
         "output.dir": str(out),
         "output.tensorboard": False,
         **{f"tasks.{t}.data.max_examples.train": args.train_cap for t in args.tasks.split(",")},
+        **{f"tasks.{t}.pooling": args.pair_pooling for t in args.tasks.split(",") if t in PAIR_TASKS},
         **METHODS[method],
     }
     return glue_config(args.tasks, overrides, args.set)
