@@ -6,7 +6,8 @@ step (no best-of-evaluations picking on the dev set):
 
     full       everything trains (configs/glue5.yaml's recipe)
     shallow    frozen backbone; per-task prompt tuning (L vectors at the input) + heads
-    deep       frozen backbone; per-task, per-layer prompts + heads
+    deep       frozen backbone; per-task, per-layer prompts (hidden states at each layer's input) + heads
+    prefix     frozen backbone; per-task key and value prefixes in every layer (P-tuning v2) + heads
     generated  frozen backbone; prompts generated from task embeddings + heads
     shared     frozen backbone; shared prompt x per-task low-rank factor + heads (optional)
     head       frozen backbone, no prompt: the heads alone (optional; what the prompts add is the rest)
@@ -45,6 +46,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "full": {"model.prompts.kind": "none"},
     "shallow": {**FROZEN, "model.prompts.kind": "shallow"},
     "deep": {**FROZEN, "model.prompts.kind": "deep"},
+    "prefix": {**FROZEN, "model.prompts.kind": "prefix"},
     "generated": {**FROZEN, "model.prompts.kind": "generated"},
     "shared": {**FROZEN, "model.prompts.kind": "shared", "model.prompts.rank": 4},
     "head": {**FROZEN, "model.prompts.kind": "none"},  # reference: what the heads alone make of frozen features
@@ -59,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--train-cap", type=int, default=4000, help="training rows kept per task (seeded sample)")
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--length", type=int, default=20, help="prompt length L")
+    p.add_argument("--length", default="20,prefix=15", help="prompt length L: one, or per method as --prompt-lr")
     p.add_argument("--init", default="vocab", choices=["vocab", "random"])
     p.add_argument("--full-lr", type=float, default=1e-4, help="encoder rate for full fine-tuning")
     p.add_argument(
@@ -93,7 +95,7 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
     overrides = {
         "seed": args.seed,
         "model.max_length": args.max_length,
-        "model.prompts.length": args.length,
+        "model.prompts.length": int(per_method(str(args.length), method)),
         "model.prompts.init": args.init,
         "model.prompts.lr": per_method(args.prompt_lr, method),
         "sampling.mixed": True,
@@ -118,11 +120,14 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
 
 
 def per_method(spec: str, method: str) -> float:
-    """`3e-2` for every method, or `full=1e-3,shallow=1e-2`: methods not named take the last rate."""
-    if "=" not in spec:
-        return float(spec)
-    rates = {k.strip(): float(v) for k, v in (item.split("=") for item in spec.split(","))}
-    return rates.get(method, list(rates.values())[-1])
+    """`3e-2` for every method, or `full=1e-3,shallow=1e-2`, or `20,prefix=15`: a method not named
+    takes the item without a name, else the last one named."""
+    items = [item.strip() for item in spec.split(",")]
+    named = {k.strip(): float(v) for k, v in (item.split("=") for item in items if "=" in item)}
+    plain = [float(item) for item in items if "=" not in item]
+    if method in named:
+        return named[method]
+    return plain[-1] if plain else list(named.values())[-1]
 
 
 def shift_positions() -> None:

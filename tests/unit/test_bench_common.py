@@ -277,3 +277,12 @@ def test_prompt_tuning_merge_refuses_other_settings_and_repeated_methods(tmp_pat
         module.main(["--merge", f"{a},{b}", "--results-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match=f"--merge: {c} repeats methods of an earlier part: full"):
         module.main(["--merge", f"{a},{c}", "--results-dir", str(tmp_path)])
+
+
+def test_prompt_tuning_per_method_settings() -> None:
+    per_method = bench_module("prompt_tuning").per_method
+    assert per_method("3e-2", "deep") == 3e-2
+    assert per_method("full=1e-3,shallow=1e-2", "shallow") == 1e-2
+    assert per_method("full=1e-3,shallow=1e-2", "deep") == 1e-2  # not named: the last one named
+    assert per_method("20,prefix=15", "prefix") == 15
+    assert per_method("20,prefix=15", "shallow") == 20  # not named: the one without a name

@@ -32,7 +32,7 @@ from promptmux.train.setup import build_optimizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-KINDS = ["shallow", "deep", "shared", "generated"]
+KINDS = ["shallow", "deep", "prefix", "shared", "generated"]
 L = 4
 
 # Two classification tasks with the same label count (so heads can be made identical), and a token
@@ -59,7 +59,7 @@ def everything(encoded, order=("a", "b", "tok")):
 def perturb_task(prompt: SoftPrompt, task: str) -> None:
     """Change every parameter that belongs to `task` alone (not the shared ones)."""
     i = prompt.tasks.index(task)
-    if prompt.kind in ("shallow", "deep"):
+    if prompt.kind in ("shallow", "deep", "prefix"):
         prompt.prompts[task].add_(torch.randn_like(prompt.prompts[task]))
     elif prompt.kind == "shared":
         prompt.mpt.prefix_task_cols[i].add_(torch.randn_like(prompt.mpt.prefix_task_cols[i]))
@@ -108,7 +108,7 @@ def test_swapping_a_rows_task_swaps_its_prompt(tiny_backbone: Path, encoded, kin
     # And the prompt is the only difference: with b's prompt set to a's, the rows agree again.
     with torch.no_grad():
         p = model.prompt
-        if kind in ("shallow", "deep"):
+        if kind in ("shallow", "deep", "prefix"):
             p.prompts["b"].copy_(p.prompts["a"])
         elif kind == "shared":
             p.mpt.prefix_task_cols[1].copy_(p.mpt.prefix_task_cols[0])
@@ -160,11 +160,12 @@ def test_prompts_change_the_encoder_output(tiny_backbone: Path, encoded) -> None
     assert (a - b).abs().max() > 1e-3
 
 
-def test_deep_prompt_hooks_are_inert_outside_a_pass_and_kept_per_thread(tiny_backbone: Path, encoded) -> None:
+@pytest.mark.parametrize("kind", ["deep", "prefix"])
+def test_layer_prompt_hooks_are_inert_outside_a_pass_and_kept_per_thread(tiny_backbone: Path, encoded, kind: str) -> None:
     """The server may run passes of one model in several threads: each must see its own prompts."""
     from concurrent.futures import ThreadPoolExecutor
 
-    model = make_model(tiny_backbone, "deep")
+    model = make_model(tiny_backbone, kind)
     batch = collate(everything(encoded), pad_id=0)
     plain = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     jobs = [everything(encoded, order) for order in (("a", "b", "tok"), ("tok", "a"), ("b",), ("a",))] * 5
@@ -178,6 +179,82 @@ def test_deep_prompt_hooks_are_inert_outside_a_pass_and_kept_per_thread(tiny_bac
         assert e.keys() == g.keys()
         for t in e:
             torch.testing.assert_close(g[t], e[t], atol=1e-5, rtol=1e-5)
+
+
+def test_prefix_keys_and_values_of_every_layer_are_read(tiny_backbone: Path, encoded) -> None:
+    """Each layer's key prefix and value prefix change the output on their own."""
+    model = make_model(tiny_backbone, "prefix")
+    prefix = model.prompt.prompts["a"]
+    assert prefix.shape == (model.encoder.config.num_hidden_layers, 2, L, 32)
+    before = batch_logits(model, everything(encoded))["a"]
+    for layer in range(prefix.size(0)):
+        for kv in (0, 1):
+            with torch.no_grad():
+                saved = prefix[layer, kv].clone()
+                prefix[layer, kv].add_(10 * torch.randn_like(saved))
+            after = batch_logits(model, everything(encoded))["a"]
+            with torch.no_grad():
+                prefix[layer, kv].copy_(saved)
+            assert (after - before).abs().max() > 1e-5, (layer, kv)  # (float noise is ~1e-7)
+
+
+def test_prefix_prompt_positions_reach_tokens_only_through_the_prefixes(tiny_backbone: Path, encoded, monkeypatch) -> None:
+    """What enters at the prompt positions is never read: only the keys and values replace it."""
+    model = make_model(tiny_backbone, "prefix")
+    before = batch_logits(model, everything(encoded))
+    zeros = type(model.prompt).forward
+    monkeypatch.setattr(type(model.prompt), "forward", lambda self, ids: 5 * torch.randn_like(zeros(self, ids)))
+    after = batch_logits(model, everything(encoded))
+    for t in before:
+        torch.testing.assert_close(after[t], before[t], atol=1e-5, rtol=1e-5)
+
+
+def test_prefix_matches_attention_over_explicit_extra_keys_and_values(tiny_backbone: Path) -> None:
+    """One layer by hand: softmax(q [K_p; K]^T / sqrt(d)) [V_p; V] for the real tokens."""
+    from promptmux.model.backbone import encoder_layers
+    from promptmux.model.prompts.prefix import key_value_modules
+
+    model = make_model(tiny_backbone, "prefix")
+    encoder = model.encoder
+    ids = torch.tensor([[2, 7, 9, 11, 3]])
+    prefix = model.prompt.prompts[model.prompt.tasks[1]].detach()
+    captured: dict[str, torch.Tensor] = {}
+    attn = encoder_layers(encoder)[0].attention
+    hook = attn.register_forward_hook(lambda m, args, out: captured.__setitem__("out", out[0]))
+    pre = encoder_layers(encoder)[0].register_forward_pre_hook(
+        lambda m, args, kwargs: captured.__setitem__("in", (args[0] if args else kwargs["hidden_states"]).detach()),
+        with_kwargs=True,
+    )
+    with torch.no_grad():
+        model.prompt.encode(encoder, {model.prompt.tasks[1]: slice(0, 1)}, ids, torch.ones_like(ids))
+    hook.remove()
+    pre.remove()
+    hidden = captured["in"][:, L:]  # the real tokens' input to layer 0
+    key, value = key_value_modules(encoder)[0]
+    query = attn.self.query
+    heads = encoder.config.num_attention_heads
+    d = hidden.size(-1) // heads
+
+    def split(x):
+        return x.view(1, -1, heads, d).transpose(1, 2)
+
+    q = split(query(hidden))
+    k = split(torch.cat([prefix[0, 0].unsqueeze(0), key(hidden)], 1))
+    v = split(torch.cat([prefix[0, 1].unsqueeze(0), value(hidden)], 1))
+    context = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, -1) @ v
+    expected = attn.output(context.transpose(1, 2).reshape(1, -1, heads * d), hidden)
+    torch.testing.assert_close(captured["out"][:, L:], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_prefix_refuses_an_encoder_without_key_and_value_projections(tiny_backbone: Path) -> None:
+    from promptmux.errors import ConfigError
+    from promptmux.model.backbone import encoder_layers
+
+    encoder = load_backbone(str(tiny_backbone))[0]
+    for layer in encoder_layers(encoder):
+        layer.attention.self.k_proj = torch.nn.Linear(32, 32)  # a second module named like a key: ambiguous
+    with pytest.raises(ConfigError, match=r"layer 0 .* 2 modules named like a key projection"):
+        build_model(encoder, TASKS, head_dropout=0.0, prompts={"kind": "prefix", "length": L})
 
 
 def test_generated_prompt_needs_only_a_new_embedding_for_a_new_task(tiny_backbone: Path) -> None:

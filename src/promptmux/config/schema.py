@@ -148,12 +148,13 @@ class SoftPromptConfig(Strict):
     """Learned prompt vectors that tell the shared encoder which task each row belongs to.
 
     kinds: `none`; `shallow` (per-task vectors prepended to the input embeddings, prompt tuning);
-    `deep` (per-task, per-layer prompt vectors, P-tuning v2 style); `shared` (one shared prompt
+    `deep` (per-task, per-layer prompt vectors at each layer's input); `prefix` (per-task key and
+    value prefixes in each layer's attention, P-tuning v2); `shared` (one shared prompt
     modulated per task by a low-rank factor, multi-task prompt tuning); `generated` (prompts made by
     a small network from a learned task embedding, P_t = g(W e_t + b)).
     """
 
-    kind: Literal["none", "shallow", "deep", "shared", "generated"] = "none"
+    kind: Literal["none", "shallow", "deep", "prefix", "shared", "generated"] = "none"
     length: int = Field(20, ge=1, le=512)
     rank: int = Field(1, ge=1)  # shared: rank of each task's modulation
     task_embedding_dim: int = Field(32, ge=1)  # generated: size of e_t

@@ -3,27 +3,25 @@
 Liu et al., "P-Tuning v2: Prompt Tuning Can Be Comparable to Fine-tuning Universally Across Scales
 and Tasks" (2022), https://arxiv.org/abs/2110.07602.
 
-P-tuning v2 (and peft's prefix tuning) feed per-layer key/value prefixes as `past_key_values`.
-That does run with transformers 5's BERT (checked: a DynamicCache prefix plus an attention mask of
-length L + n), but it costs 2·N·L·H parameters per task (a key and a value per layer), it leans on
-the cache API, which has changed shape across transformers releases, and peft's prefix model keeps
-one prefix per forward pass, not one per row. Instead, forward pre-hooks on each layer
-(`encoder_layers()`) overwrite the hidden states at the L prompt positions with that layer's prompt
-for each row's task: any Hugging Face encoder works, and a task costs N·L·H parameters (MiniLM,
-L=20, three tasks: 0.6% of the encoder).
+P-tuning v2 itself (and peft's prefix tuning) gives every layer's attention free key and value
+prefixes; that is the `prefix` kind (prefix.py), at 2·N·L·H parameters per task. This kind ties
+the two: forward pre-hooks on each layer (`encoder_layers()`) overwrite the hidden states at the L
+prompt positions with that layer's prompt for each row's task, so the layer's own projections make
+the keys and values, and a task costs N·L·H parameters (MiniLM, L=20, three tasks: 0.6% of the
+encoder). Any Hugging Face encoder works.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from promptmux.model.backbone import encoder_layers
 from promptmux.model.prompts.base import PROMPTS, SoftPrompt, stacked, vocab_token_ids
+from promptmux.model.prompts.hooks import activating, active, ensure_hook
 
 
 @PROMPTS.register("deep")
@@ -49,17 +47,12 @@ class DeepPrompt(SoftPrompt):
         return _overwriting(encoder_layers(encoder), per_row.transpose(0, 1))
 
 
-# The prompts of the forward pass running in this thread, by layer module. The server may run
-# passes of one model in several threads at once, so the active prompts are thread-local and the
-# hooks stay installed (a no-op outside a pass with prompts) rather than added and removed per pass.
-# Not compatible with gradient checkpointing, whose recomputation runs outside the pass.
-_ACTIVE = threading.local()
 _HOOKED = "_promptmux_deep_prompt_hook"
 
 
 def _overwrite(module: nn.Module, args: tuple, kwargs: dict):
     """Forward pre-hook: the first L positions of the layer's input become the layer's prompts."""
-    prompts = (getattr(_ACTIVE, "by_layer", None) or {}).get(module)
+    prompts = active(module)
     if prompts is None:
         return None
     hidden = args[0] if args else kwargs["hidden_states"]
@@ -69,19 +62,11 @@ def _overwrite(module: nn.Module, args: tuple, kwargs: dict):
     return args, {**kwargs, "hidden_states": new}
 
 
-@contextlib.contextmanager
-def _overwriting(layers: nn.ModuleList, prompts: torch.Tensor) -> Iterator[None]:
+def _overwriting(layers: nn.ModuleList, prompts: torch.Tensor) -> contextlib.AbstractContextManager:
     """Within the context, layer i's input starts with `prompts[i]` ([N, B, L, H]) in this thread."""
     for layer in layers:
-        if not getattr(layer, _HOOKED, False):
-            layer.register_forward_pre_hook(_overwrite, with_kwargs=True)
-            setattr(layer, _HOOKED, True)
-    previous = getattr(_ACTIVE, "by_layer", None)
-    _ACTIVE.by_layer = {layer: prompts[i] for i, layer in enumerate(layers)}
-    try:
-        yield
-    finally:
-        _ACTIVE.by_layer = previous
+        ensure_hook(layer, _HOOKED, lambda m: m.register_forward_pre_hook(_overwrite, with_kwargs=True))
+    return activating({layer: prompts[i] for i, layer in enumerate(layers)})
 
 
 def _start(encoder: nn.Module, length: int, init: str) -> torch.Tensor:

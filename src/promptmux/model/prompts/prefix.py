@@ -1,0 +1,130 @@
+"""Prefix prompts: per-task key and value prefixes in every layer's attention (P-tuning v2).
+
+Liu et al., "P-Tuning v2: Prompt Tuning Can Be Comparable to Fine-tuning Universally Across Scales
+and Tasks" (2022), https://arxiv.org/abs/2110.07602; Li and Liang, "Prefix-Tuning" (2021).
+
+Every layer's attention gets L extra keys and values of the row's task, free parameters, which
+every real token attends to. A task costs 2·N·L·H parameters (MiniLM, L=15, three tasks: 0.9% of
+the encoder); the `deep` kind ties keys and values through one hidden vector per layer and
+position, at half the cost.
+
+peft feeds prefixes as `past_key_values`, which keeps one prefix per forward pass (not one per row
+of a mixed-task batch) and leans on the cache API, which has changed shape across transformers
+releases. Here the L prompt positions sit in the sequence as for every kind (see base.py), and
+forward hooks on each layer's key and value projections replace their outputs at those positions
+with the row's task prefix. What the layers compute at the prompt positions is thus never read:
+only the prefixes reach the real tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from promptmux.errors import ConfigError
+from promptmux.model.backbone import encoder_layers
+from promptmux.model.prompts.base import PROMPTS, SoftPrompt, stacked, vocab_token_ids
+from promptmux.model.prompts.hooks import activating, active, ensure_hook
+
+# Names of the key and value projections in Hugging Face encoders (BERT family, MPNet / DeBERTa /
+# DistilBERT), matched on the last part of a module name inside a layer.
+KEY_NAMES = ("key", "k_proj", "k_lin", "key_proj")
+VALUE_NAMES = ("value", "v_proj", "v_lin", "value_proj")
+_HOOKED = "_promptmux_prefix_hook"
+
+
+@PROMPTS.register("prefix")
+class PrefixPrompt(SoftPrompt):
+    """One [N, 2, L, H] prefix per task: layer i's L keys ([i, 0]) and values ([i, 1])."""
+
+    kind = "prefix"
+
+    def __init__(self, tasks: Sequence[str], encoder: nn.Module, length: int, init: str = "vocab") -> None:
+        super().__init__(tasks, encoder, length, init)
+        key_value_modules(encoder)  # fail at build time on an encoder without findable projections
+        self.prompts = nn.ParameterDict({t: nn.Parameter(_start(encoder, length, init)) for t in self.tasks})
+
+    @classmethod
+    def from_config(cls, cfg, tasks: Sequence[str], encoder: nn.Module) -> PrefixPrompt:
+        return cls(tasks, encoder, cfg.length, cfg.init)
+
+    def forward(self, task_ids: torch.Tensor) -> torch.Tensor:
+        # Only the keys and values of the prompt positions are read, and the hooks replace them.
+        return torch.zeros(task_ids.numel(), self.length, self.hidden, device=task_ids.device)
+
+    def layer_context(self, encoder: nn.Module, task_ids: torch.Tensor) -> contextlib.AbstractContextManager:
+        per_row = stacked(self.prompts, self.tasks)[task_ids]  # [B, N, 2, L, H]
+        by_module = {}
+        for i, (key, value) in enumerate(key_value_modules(encoder)):
+            for module in (key, value):
+                ensure_hook(module, _HOOKED, lambda m: m.register_forward_hook(_replace))
+            by_module[key] = per_row[:, i, 0]
+            by_module[value] = per_row[:, i, 1]
+        return activating(by_module)
+
+
+def _replace(module: nn.Module, args: tuple, output: torch.Tensor):
+    """Forward hook on a key or value projection: its first L output positions become the prefix."""
+    prefix = active(module)
+    if prefix is None:
+        return None
+    return torch.cat([prefix.to(output.dtype), output[:, prefix.size(1) :]], 1)
+
+
+def key_value_modules(encoder: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """Each layer's (key, value) projection modules, in layer order.
+
+    Found by name inside each layer; where LoRA wraps a projection, the wrapper is found (its
+    output includes the adapter), not the base Linear inside it.
+    """
+    found = []
+    for i, layer in enumerate(encoder_layers(encoder)):
+        pair = []
+        for names, what in ((KEY_NAMES, "key"), (VALUE_NAMES, "value")):
+            hits = [m for n, m in layer.named_modules() if n and n.rsplit(".", 1)[-1] in names]
+            if len(hits) != 1:
+                raise ConfigError(
+                    f"model.prompts.kind prefix: layer {i} of {type(encoder).__name__} has {len(hits)} modules "
+                    f"named like a {what} projection ({', '.join(names)}), not one; use kind deep for this encoder"
+                )
+            pair.append(hits[0])
+        found.append((pair[0], pair[1]))
+    return found
+
+
+def _start(encoder: nn.Module, length: int, init: str) -> torch.Tensor:
+    start = _keys_and_values(encoder, length)  # [N, 2, L, H]
+    if init == "random":
+        start = torch.randn_like(start) * start.std(dim=(2, 3), keepdim=True)
+    return start
+
+
+@torch.no_grad()
+def _keys_and_values(encoder: nn.Module, length: int) -> torch.Tensor:
+    """Each layer's keys and values at L random vocabulary tokens ([N, 2, L, H]).
+
+    The untrained prefix then acts like a hard prompt of random words, at the scale each layer's
+    attention expects.
+    """
+    modules = key_value_modules(encoder)
+    seen: dict[nn.Module, torch.Tensor] = {}
+    handles = [
+        m.register_forward_hook(lambda m, args, out: seen.__setitem__(m, out[0].float()))
+        for pair in modules
+        for m in pair
+    ]
+    device = encoder.get_input_embeddings().weight.device
+    ids = vocab_token_ids(encoder.config.vocab_size, length).unsqueeze(0).to(device)
+    positions = torch.arange(1, length + 1, device=device).unsqueeze(0)  # where prompts sit (base.py)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        encoder(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions)
+    finally:
+        encoder.train(was_training)
+        for h in handles:
+            h.remove()
+    return torch.stack([torch.stack([seen[k], seen[v]]) for k, v in modules]).cpu()
