@@ -193,6 +193,32 @@ def test_new_task_learns_above_chance(added, kind: str) -> None:
     assert saved["new_dev"] == result.new_dev and saved["task"] == NEW
 
 
+def test_a_task_added_with_key_value_prefixes_leaves_old_tasks_and_learns(bundles, data_dir, tmp_path) -> None:
+    """`prompt: prefix`: the new task's keys and values in every layer; old tasks compute as before."""
+    spec = new_task_file(tmp_path, data_dir, {"prompt": "prefix"})
+    result = add_task(bundles["none"], spec, tmp_path / "out")
+    layers = 2  # the tiny model's
+    assert result.trainable_parts["prompt"] == layers * 2 * 4 * 32  # N x (key, value) x L x hidden
+    assert result.new_dev["accuracy"] > 70.0  # chance is about 50
+    before_model, tokenizer, infos, _, _ = load_bundle(bundles["none"])
+    after_model, _, _, settings, _ = load_bundle(result.out_dir)
+    assert settings["added_tasks"]["prompt"]["kind"] == "prefix"
+    for info in infos:
+        a = task_logits(before_model, tokenizer, info.name, INPUTS[info.name], info)
+        b = task_logits(after_model, tokenizer, info.name, INPUTS[info.name], info)
+        assert torch.equal(a, b), info.name
+    # A mixed batch of old and new rows predicts what each task's rows predict alone.
+    p = Predictor.from_pretrained(result.out_dir)
+    pairs = [("the film was", "it was great"), ("the film", "it was awful really")]
+    items = [(NEW, p.example(NEW, pair)) for pair in pairs] + [("sentiment", p.example("sentiment", t)) for t in INPUTS["sentiment"]]
+    mixed = predict_mixed(p, items, PassStats(), overhead=10**6)
+    alone = p.predict(NEW, pairs) + p.predict("sentiment", INPUTS["sentiment"])
+    for m, a in zip(mixed, alone, strict=True):
+        assert m["label"] == a["label"]
+        for label, prob in a["probabilities"].items():
+            assert m["probabilities"][label] == pytest.approx(prob, abs=1e-5)
+
+
 def test_the_new_bundle_adds_only_the_new_head_and_prompt(bundles, data_dir, tmp_path) -> None:
     """The new bundle holds the old tensors (checked above) plus exactly the new head and prompt."""
     result = add_task(

@@ -3,10 +3,10 @@
 A model's soft prompt module (`MultiTaskModel.prompt`) serves the tasks it was trained with. A task
 added later gets its own head and, optionally, its own soft prompt, while every old task must keep
 computing exactly what it computed before, bit for bit. Growing the old prompt module in place
-would do for some kinds (shallow, deep) but not for others (`shared` sizes its factors by the task
+would do for some kinds (shallow, deep, prefix) but not for others (`shared` sizes its factors by the task
 count, and a model without prompts has no module at all). So added tasks live beside the old model:
 
-- `AddedTasks` holds the added task names and one prompt module (`shallow` or `deep`, per-task
+- `AddedTasks` holds the added task names and one prompt module (`shallow`, `deep` or `prefix`, per-task
   parameters only) for those of them that use a prompt; added tasks without one read the bare
   encoder.
 - A batch that holds no added task takes the model's own path untouched, so old-task outputs are
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # Kinds whose parameters are per task (a ParameterDict keyed by task name): a task can be added
 # without touching the values of the tasks already there.
-ADDED_PROMPT_KINDS = ("shallow", "deep")
+ADDED_PROMPT_KINDS = ("shallow", "deep", "prefix")
 
 
 class AddedTasks(nn.Module):
@@ -44,7 +44,7 @@ class AddedTasks(nn.Module):
 
     Args:
         tasks: every added task, in the order they were added.
-        prompt: a `shallow` or `deep` prompt module over the added tasks that have a prompt, or None.
+        prompt: a `shallow`, `deep` or `prefix` prompt module over the added tasks that have a prompt, or None.
     """
 
     def __init__(self, tasks: Sequence[str], prompt: SoftPrompt | None = None) -> None:
