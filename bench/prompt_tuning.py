@@ -87,6 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--merge", default=None, metavar="A.json,B.json",
         help="no training: one report from reports of the same settings whose methods ran in parallel processes",
     )
+    p.add_argument(
+        "--full-from", default=None, metavar="REPORT.json",
+        help="score gains against the `full` run of an earlier report (same settings but --steps and --methods), "
+        "e.g. prompts trained longer than full fine-tuning on the same rows",
+    )
     p.add_argument("--results-dir", default=str(RESULTS), help="folder for the .json and .md results")
     return p.parse_args(argv)
 
@@ -255,7 +260,7 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     parts = [json.loads(Path(f).read_text(encoding="utf-8")) for f in files]
 
     def same(settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in settings.items() if k not in ("methods", "threads", "merge")}
+        return {k: v for k, v in settings.items() if k not in ("methods", "threads", "merge", "full_from")}
 
     results: dict[str, Any] = {}
     for f, part in zip(files, parts):
@@ -280,6 +285,29 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def full_reference(args: argparse.Namespace, methods: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """`--full-from`: the `full` result of an earlier report whose settings match but for the budget."""
+    if not args.full_from:
+        return {}, []
+    if "full" in methods:
+        raise SystemExit("--full-from: the full method comes from the report; leave it out of --methods")
+    report = json.loads(Path(args.full_from).read_text(encoding="utf-8"))
+    if "full" not in report.get("results", {}):
+        raise SystemExit(f"--full-from: {args.full_from} has no full method")
+    ignored = ("methods", "threads", "merge", "full_from", "steps")
+    mine = {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir", *ignored)}
+    theirs = {k: v for k, v in report["settings"].items() if k not in ignored}
+    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if differ:
+        raise SystemExit(f"--full-from: {args.full_from} was run with other settings: {', '.join(differ)}")
+    steps = report["settings"]["steps"]
+    note = (
+        f"- full: from {Path(args.full_from).name} ({steps} steps; the other methods here ran {args.steps} steps "
+        "over the same capped training rows)"
+    )
+    return {"full": report["results"]["full"]}, [note]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.merge:
@@ -291,9 +319,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
+    reference, notes = full_reference(args, methods)
     command = " ".join(["python bench/prompt_tuning.py", *(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))])
     env = environment()
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = dict(reference)
     report: dict[str, Any] = {}
     stem = "prompt_tuning" + (f"-{args.tag}" if args.tag else "")
     with tempfile.TemporaryDirectory(prefix="prompt-bench-") as tmp:
@@ -314,6 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "majority": majority,
                 "results": results,
                 "environment": env,
+                "notes": notes,
             }
             # Written after every method, so that a long run that stops keeps what it measured.
             write_report(Path(args.results_dir), stem, report, markdown(report))

@@ -286,3 +286,24 @@ def test_prompt_tuning_per_method_settings() -> None:
     assert per_method("full=1e-3,shallow=1e-2", "deep") == 1e-2  # not named: the last one named
     assert per_method("20,prefix=15", "prefix") == 15
     assert per_method("20,prefix=15", "shallow") == 20  # not named: the one without a name
+
+
+def test_prompt_tuning_full_from_an_earlier_report_must_match_but_for_the_budget(tmp_path: Path) -> None:
+    import json
+
+    module = bench_module("prompt_tuning")
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(_prompt_tuning_part({"full": 90.0, "shallow": 80.0})))
+    args = module.parse_args(["--methods", "shallow,prefix", "--steps", "6000", "--full-from", str(earlier)])
+    reference, notes = module.full_reference(args, ["shallow", "prefix"])
+    assert list(reference) == ["full"] and reference["full"]["metrics"]["sst2"]["accuracy"] == 90.0
+    assert "(360 steps; the other methods here ran 6000 steps" in notes[0]
+    with pytest.raises(SystemExit, match="leave it out of --methods"):
+        module.full_reference(args, ["full", "shallow"])
+    other = module.parse_args(["--methods", "shallow", "--seed", "7", "--full-from", str(earlier)])
+    with pytest.raises(SystemExit, match="other settings: seed"):
+        module.full_reference(other, ["shallow"])
+    no_full = tmp_path / "no_full.json"
+    no_full.write_text(json.dumps(_prompt_tuning_part({"shallow": 80.0})))
+    with pytest.raises(SystemExit, match="has no full method"):
+        module.full_reference(module.parse_args(["--full-from", str(no_full)]), ["shallow"])
