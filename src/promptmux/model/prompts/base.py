@@ -64,8 +64,8 @@ class SoftPrompt(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Any, tasks: Sequence[str], encoder: nn.Module) -> SoftPrompt:
-        """Build from a validated `SoftPromptConfig` (each kind takes the fields it needs)."""
-        raise NotImplementedError
+        """Build from a validated `SoftPromptConfig` (kinds with more settings take theirs)."""
+        return cls(tasks, encoder, cfg.length, cfg.init)
 
     def forward(self, task_ids: torch.Tensor) -> torch.Tensor:
         """The input vectors at the prompt positions, [B, L, H], one row per task id."""

@@ -20,12 +20,18 @@ import torch
 from torch import nn
 
 from promptmux.model.backbone import encoder_layers
-from promptmux.model.prompts.base import PROMPTS, SoftPrompt, stacked, vocab_token_ids
-from promptmux.model.prompts.hooks import activating, active, ensure_hook
+from promptmux.model.prompts.base import PROMPTS, stacked
+from promptmux.model.prompts.hooks import (
+    LayerPrompt,
+    activating,
+    active,
+    ensure_hook,
+    run_on_vocab_tokens,
+)
 
 
 @PROMPTS.register("deep")
-class DeepPrompt(SoftPrompt):
+class DeepPrompt(LayerPrompt):
     """One [N, L, H] prompt per task: the input of each of the N layers at the prompt positions."""
 
     kind = "deep"
@@ -33,14 +39,6 @@ class DeepPrompt(SoftPrompt):
     def __init__(self, tasks: Sequence[str], encoder: nn.Module, length: int, init: str = "vocab") -> None:
         super().__init__(tasks, encoder, length, init)
         self.prompts = nn.ParameterDict({t: nn.Parameter(_start(encoder, length, init)) for t in self.tasks})
-
-    @classmethod
-    def from_config(cls, cfg, tasks: Sequence[str], encoder: nn.Module) -> DeepPrompt:
-        return cls(tasks, encoder, cfg.length, cfg.init)
-
-    def forward(self, task_ids: torch.Tensor) -> torch.Tensor:
-        # The input slots are overwritten before the first layer; zeros keep them cheap.
-        return torch.zeros(task_ids.numel(), self.length, self.hidden, device=task_ids.device)
 
     def layer_context(self, encoder: nn.Module, task_ids: torch.Tensor) -> contextlib.AbstractContextManager:
         per_row = stacked(self.prompts, self.tasks)[task_ids]  # [B, N, L, H]
@@ -76,32 +74,16 @@ def _start(encoder: nn.Module, length: int, init: str) -> torch.Tensor:
     return start
 
 
-@torch.no_grad()
 def _layer_inputs(encoder: nn.Module, length: int) -> torch.Tensor:
-    """Each layer's input at L random vocabulary tokens ([N, L, H]).
-
-    Starting there makes the untrained deep prompt act like a hard prompt of random words, at the
-    scale each layer expects (deeper layers' states are larger than word embeddings).
-    """
-    layers = encoder_layers(encoder)
+    """Each layer's input at L random vocabulary tokens ([N, L, H]); deeper layers' states are
+    larger than word embeddings."""
     seen: list[torch.Tensor] = []
-    handles = [
+    hooks = [
         layer.register_forward_pre_hook(
             lambda m, args, kwargs: seen.append((args[0] if args else kwargs["hidden_states"])[0].float()),
             with_kwargs=True,
         )
-        for layer in layers
+        for layer in encoder_layers(encoder)
     ]
-    device = encoder.get_input_embeddings().weight.device
-    ids = vocab_token_ids(encoder.config.vocab_size, length).unsqueeze(0).to(device)
-    # Positions 1..L: where prompts sit in use (see base.py).
-    positions = torch.arange(1, length + 1, device=device).unsqueeze(0)
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        encoder(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions)
-    finally:
-        encoder.train(was_training)
-        for h in handles:
-            h.remove()
+    run_on_vocab_tokens(encoder, length, hooks)
     return torch.stack(seen).cpu()

@@ -26,8 +26,14 @@ from torch import nn
 
 from promptmux.errors import ConfigError
 from promptmux.model.backbone import encoder_layers
-from promptmux.model.prompts.base import PROMPTS, SoftPrompt, stacked, vocab_token_ids
-from promptmux.model.prompts.hooks import activating, active, ensure_hook
+from promptmux.model.prompts.base import PROMPTS, stacked
+from promptmux.model.prompts.hooks import (
+    LayerPrompt,
+    activating,
+    active,
+    ensure_hook,
+    run_on_vocab_tokens,
+)
 
 # Names of the key and value projections in Hugging Face encoders (BERT family, MPNet / DeBERTa /
 # DistilBERT), matched on the last part of a module name inside a layer.
@@ -37,23 +43,14 @@ _HOOKED = "_promptmux_prefix_hook"
 
 
 @PROMPTS.register("prefix")
-class PrefixPrompt(SoftPrompt):
+class PrefixPrompt(LayerPrompt):
     """One [N, 2, L, H] prefix per task: layer i's L keys ([i, 0]) and values ([i, 1])."""
 
     kind = "prefix"
 
     def __init__(self, tasks: Sequence[str], encoder: nn.Module, length: int, init: str = "vocab") -> None:
         super().__init__(tasks, encoder, length, init)
-        key_value_modules(encoder)  # fail at build time on an encoder without findable projections
         self.prompts = nn.ParameterDict({t: nn.Parameter(_start(encoder, length, init)) for t in self.tasks})
-
-    @classmethod
-    def from_config(cls, cfg, tasks: Sequence[str], encoder: nn.Module) -> PrefixPrompt:
-        return cls(tasks, encoder, cfg.length, cfg.init)
-
-    def forward(self, task_ids: torch.Tensor) -> torch.Tensor:
-        # Only the keys and values of the prompt positions are read, and the hooks replace them.
-        return torch.zeros(task_ids.numel(), self.length, self.hidden, device=task_ids.device)
 
     def layer_context(self, encoder: nn.Module, task_ids: torch.Tensor) -> contextlib.AbstractContextManager:
         per_row = stacked(self.prompts, self.tasks)[task_ids]  # [B, N, 2, L, H]
@@ -102,29 +99,10 @@ def _start(encoder: nn.Module, length: int, init: str) -> torch.Tensor:
     return start
 
 
-@torch.no_grad()
 def _keys_and_values(encoder: nn.Module, length: int) -> torch.Tensor:
-    """Each layer's keys and values at L random vocabulary tokens ([N, 2, L, H]).
-
-    The untrained prefix then acts like a hard prompt of random words, at the scale each layer's
-    attention expects.
-    """
+    """Each layer's keys and values at L random vocabulary tokens ([N, 2, L, H])."""
     modules = key_value_modules(encoder)
     seen: dict[nn.Module, torch.Tensor] = {}
-    handles = [
-        m.register_forward_hook(lambda m, args, out: seen.__setitem__(m, out[0].float()))
-        for pair in modules
-        for m in pair
-    ]
-    device = encoder.get_input_embeddings().weight.device
-    ids = vocab_token_ids(encoder.config.vocab_size, length).unsqueeze(0).to(device)
-    positions = torch.arange(1, length + 1, device=device).unsqueeze(0)  # where prompts sit (base.py)
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        encoder(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions)
-    finally:
-        encoder.train(was_training)
-        for h in handles:
-            h.remove()
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.__setitem__(m, out[0].float())) for pair in modules for m in pair]
+    run_on_vocab_tokens(encoder, length, hooks)
     return torch.stack([torch.stack([seen[k], seen[v]]) for k, v in modules]).cpu()

@@ -31,9 +31,5 @@ class ShallowPrompt(SoftPrompt):
             {t: nn.Parameter(init_input_vectors(encoder, length, init)) for t in self.tasks}
         )
 
-    @classmethod
-    def from_config(cls, cfg, tasks: Sequence[str], encoder: nn.Module) -> ShallowPrompt:
-        return cls(tasks, encoder, cfg.length, cfg.init)
-
     def forward(self, task_ids: torch.Tensor) -> torch.Tensor:
         return stacked(self.prompts, self.tasks)[task_ids]
