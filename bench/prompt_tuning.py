@@ -84,8 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--tag", default="", help="suffix for the result files (prompt_tuning<-tag>.json/.md)")
     p.add_argument(
-        "--merge", default=None, metavar="A.json,B.json",
-        help="no training: one report from reports of the same settings whose methods ran in parallel processes",
+        "--merge", default=None, metavar="A.json,B.json=m1+m2",
+        help="no training: one report from reports of the same settings whose methods ran in parallel processes "
+        "(FILE=m1+m2 takes only those methods of FILE)",
     )
     p.add_argument(
         "--full-from", default=None, metavar="REPORT.json",
@@ -254,29 +255,50 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PER_METHOD = ("prompt_lr", "head_lr", "length")  # settings given per method (see per_method)
+
+
 def merge(args: argparse.Namespace) -> dict[str, Any]:
-    """One report from parts that ran different methods with otherwise equal settings."""
-    files = args.merge.split(",")
+    """One report from parts that ran different methods with otherwise equal settings.
+
+    A part is `FILE` (all its methods) or `FILE=m1+m2` (only those). Settings given per method
+    (PER_METHOD) may differ between parts: the report records each method's own value.
+    """
+    entries = [entry.partition("=") for entry in args.merge.split(",")]
+    files = [f for f, _, _ in entries]
     parts = [json.loads(Path(f).read_text(encoding="utf-8")) for f in files]
 
     def same(settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in settings.items() if k not in ("methods", "threads", "merge", "full_from")}
+        return {k: v for k, v in settings.items() if k not in ("methods", "threads", "merge", "full_from", *PER_METHOD)}
 
     results: dict[str, Any] = {}
-    for f, part in zip(files, parts):
+    own: dict[str, dict[str, float]] = {key: {} for key in PER_METHOD}
+    for (f, _, wanted), part in zip(entries, parts):
         if same(part["settings"]) != same(parts[0]["settings"]):
             raise SystemExit(f"--merge: {f} was run with other settings than {files[0]}")
-        twice = sorted(set(part["results"]) & set(results))
+        taken = wanted.split("+") if wanted else list(part["results"])
+        missing = sorted(set(taken) - set(part["results"]))
+        if missing:
+            raise SystemExit(f"--merge: {f} has no method {', '.join(missing)}")
+        twice = sorted(set(taken) & set(results))
         if twice:
             raise SystemExit(f"--merge: {f} repeats methods of an earlier part: {', '.join(twice)}")
-        results.update(part["results"])
+        for m in taken:
+            results[m] = part["results"][m]
+            for key in PER_METHOD:
+                if key in part["settings"]:
+                    own[key][m] = per_method(str(part["settings"][key]), m)
     order = [m for m in METHODS if m in results]  # the table's usual order, full first
     results = {m: results[m] for m in order}
     gains(results, parts[0]["majority"], parts[0]["metric_of"])
+    settings = {**parts[0]["settings"], "methods": ",".join(order)}
+    for key, values in own.items():
+        if values:
+            settings[key] = ",".join(f"{m}={values[m]:g}" for m in order)
     report = {
         **parts[0],
         "command": " ; ".join(p["command"] for p in parts) + f" ; python bench/prompt_tuning.py --merge {args.merge}",
-        "settings": {**parts[0]["settings"], "methods": ",".join(order)},
+        "settings": settings,
         "results": results,
         "environment": {**parts[0]["environment"], "parallel_processes": len(parts)},
     }

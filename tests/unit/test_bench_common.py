@@ -307,3 +307,22 @@ def test_prompt_tuning_full_from_an_earlier_report_must_match_but_for_the_budget
     no_full.write_text(json.dumps(_prompt_tuning_part({"shallow": 80.0})))
     with pytest.raises(SystemExit, match="has no full method"):
         module.full_reference(module.parse_args(["--full-from", str(no_full)]), ["shallow"])
+
+
+def test_prompt_tuning_merge_takes_named_methods_and_records_per_method_rates(tmp_path: Path) -> None:
+    import json
+
+    module = bench_module("prompt_tuning")
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps(_prompt_tuning_part({"full": 90.0, "shallow": 86.0})))
+    b.write_text(json.dumps(_prompt_tuning_part({"prefix": 50.0, "deep": 80.0})))  # prefix diverged here
+    rerun = _prompt_tuning_part({"prefix": 88.0})
+    rerun["settings"]["prompt_lr"] = "prefix=3e-3"
+    c.write_text(json.dumps(rerun))
+    report = module.main(["--merge", f"{a},{b}=deep,{c}", "--results-dir", str(tmp_path)])
+    assert list(report["results"]) == ["full", "shallow", "deep", "prefix"]
+    assert report["results"]["prefix"]["metrics"]["sst2"]["accuracy"] == 88.0
+    rates = dict(item.split("=") for item in report["settings"]["prompt_lr"].split(","))
+    assert rates["prefix"] == "0.003" and rates["shallow"] == "0.1"
+    with pytest.raises(SystemExit, match="has no method generated"):
+        module.main(["--merge", f"{a},{b}=generated", "--results-dir", str(tmp_path)])
