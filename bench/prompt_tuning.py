@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init", default="vocab", choices=["vocab", "random"])
     p.add_argument("--full-lr", type=float, default=1e-4, help="encoder rate for full fine-tuning")
     p.add_argument(
-        "--prompt-lr", default="shallow=1e-1,deep=3e-2,generated=3e-3,shared=1e-1",
+        "--prompt-lr", default="shallow=1e-1,deep=3e-2,prefix=3e-3,generated=3e-3,shared=1e-1",
         help="model.prompts.lr for the prompt methods: one rate, or per method (shallow=3e-2,deep=1e-2)",
     )
     p.add_argument("--head-lr", default="full=1e-3,shallow=1e-2", help="train.head_lr: one rate, or per method as --prompt-lr")
