@@ -316,7 +316,7 @@ def full_reference(args: argparse.Namespace, methods: list[str]) -> tuple[dict[s
     report = json.loads(Path(args.full_from).read_text(encoding="utf-8"))
     if "full" not in report.get("results", {}):
         raise SystemExit(f"--full-from: {args.full_from} has no full method")
-    ignored = ("methods", "threads", "merge", "full_from", "steps")
+    ignored = ("methods", "threads", "merge", "full_from", "steps", *PER_METHOD)  # the rows, their rates and budget
     mine = {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir", *ignored)}
     theirs = {k: v for k, v in report["settings"].items() if k not in ignored}
     differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
