@@ -11,6 +11,9 @@ step (no best-of-evaluations picking on the dev set):
     generated  frozen backbone; prompts generated from task embeddings + heads
     shared     frozen backbone; shared prompt x per-task low-rank factor + heads (optional)
     head       frozen backbone, no prompt: the heads alone (optional; what the prompts add is the rest)
+    shallow-res, deep-res, prefix-res
+               the same kinds with `reparam: residual` (one small shared network with a skip
+               connection shapes every prompt vector; --reparam-hidden wide)
 
 Text-pair tasks (MRPC, RTE) use `--pair-pooling` in every method: `pair` by default, i.e. the head
 reads [u, v, |u-v|, u*v] of the two texts' token means, which a frozen sentence encoder serves far
@@ -51,6 +54,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "shared": {**FROZEN, "model.prompts.kind": "shared", "model.prompts.rank": 4},
     "head": {**FROZEN, "model.prompts.kind": "none"},  # reference: what the heads alone make of frozen features
 }
+RESIDUAL = "-res"  # suffix of the methods whose prompts take `reparam: residual`
+METHODS.update({f"{k}{RESIDUAL}": {**METHODS[k], "model.prompts.reparam": "residual"} for k in ("shallow", "deep", "prefix")})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,9 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--full-lr", type=float, default=1e-4, help="encoder rate for full fine-tuning")
     p.add_argument(
         "--prompt-lr", default="shallow=1e-1,deep=3e-2,prefix=3e-3,generated=3e-3,shared=1e-1",
-        help="model.prompts.lr for the prompt methods: one rate, or per method (shallow=3e-2,deep=1e-2)",
+        help="model.prompts.lr for the prompt methods: one rate, or per method (shallow=3e-2,deep=1e-2); "
+        "a *-res method not named takes its kind's rate",
     )
-    p.add_argument("--head-lr", default="full=1e-3,shallow=1e-2", help="train.head_lr: one rate, or per method as --prompt-lr")
+    p.add_argument("--head-lr", default="1e-2,full=1e-3", help="train.head_lr: one rate, or per method as --prompt-lr")
+    p.add_argument("--reparam-hidden", type=int, default=16, help="bottleneck width of the residual network (*-res methods)")
     p.add_argument("--warmup", type=float, default=0.06)
     p.add_argument(
         "--pair-pooling", default="pair", choices=["pair", "mean", "cls"],
@@ -104,6 +111,7 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
         "model.prompts.length": int(per_method(str(args.length), method)),
         "model.prompts.init": args.init,
         "model.prompts.lr": per_method(args.prompt_lr, method),
+        "model.prompts.reparam_hidden": args.reparam_hidden,
         "sampling.mixed": True,
         "sampling.strategy": "uniform",
         "train.max_steps": args.steps,
@@ -125,15 +133,24 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
     return glue_config(args.tasks, overrides, args.set)
 
 
-def per_method(spec: str, method: str) -> float:
-    """`3e-2` for every method, or `full=1e-3,shallow=1e-2`, or `20,prefix=15`: a method not named
-    takes the item without a name, else the last one named."""
+def per_method(spec: str, method: str, recorded: bool = False) -> float:
+    """`3e-2` for every method, or `1e-2,full=1e-3`, or `20,prefix=15`.
+
+    A method not named takes its kind's value (`prefix-res` takes `prefix`'s), else the item
+    without a name; with neither it is an error. Runs recorded before that rule (`recorded`, when
+    reading a report's settings) gave such a method the last value named.
+    """
     items = [item.strip() for item in spec.split(",")]
     named = {k.strip(): float(v) for k, v in (item.split("=") for item in items if "=" in item)}
     plain = [float(item) for item in items if "=" not in item]
-    if method in named:
-        return named[method]
-    return plain[-1] if plain else list(named.values())[-1]
+    for name in (method, method.removesuffix(RESIDUAL)):
+        if name in named:
+            return named[name]
+    if plain:
+        return plain[-1]
+    if recorded:
+        return list(named.values())[-1]
+    raise SystemExit(f"{spec!r} names no value for method {method} and has no value without a name (e.g. 1e-2,{spec})")
 
 
 def shift_positions() -> None:
@@ -256,6 +273,13 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 PER_METHOD = ("prompt_lr", "head_lr", "length")  # settings given per method (see per_method)
+# Settings added after reports were recorded, with the value that matches how those reports ran.
+LATER_SETTINGS = {"reparam_hidden": 16}  # (no method had a residual network then)
+
+
+def recorded_settings(report: dict[str, Any]) -> dict[str, Any]:
+    """A report's settings, with settings that are newer than the report at their defaults."""
+    return {**LATER_SETTINGS, **report["settings"]}
 
 
 def merge(args: argparse.Namespace) -> dict[str, Any]:
@@ -274,7 +298,7 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     own: dict[str, dict[str, float]] = {key: {} for key in PER_METHOD}
     for (f, _, wanted), part in zip(entries, parts):
-        if same(part["settings"]) != same(parts[0]["settings"]):
+        if same(recorded_settings(part)) != same(recorded_settings(parts[0])):
             raise SystemExit(f"--merge: {f} was run with other settings than {files[0]}")
         taken = wanted.split("+") if wanted else list(part["results"])
         missing = sorted(set(taken) - set(part["results"]))
@@ -287,7 +311,7 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
             results[m] = part["results"][m]
             for key in PER_METHOD:
                 if key in part["settings"]:
-                    own[key][m] = per_method(str(part["settings"][key]), m)
+                    own[key][m] = per_method(str(part["settings"][key]), m, recorded=True)
     order = [m for m in METHODS if m in results]  # the table's usual order, full first
     results = {m: results[m] for m in order}
     gains(results, parts[0]["majority"], parts[0]["metric_of"])
@@ -318,7 +342,7 @@ def full_reference(args: argparse.Namespace, methods: list[str]) -> tuple[dict[s
         raise SystemExit(f"--full-from: {args.full_from} has no full method")
     ignored = ("methods", "threads", "merge", "full_from", "steps", *PER_METHOD)  # the rows, their rates and budget
     mine = {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir", *ignored)}
-    theirs = {k: v for k, v in report["settings"].items() if k not in ignored}
+    theirs = {k: v for k, v in recorded_settings(report).items() if k not in ignored}
     differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
     if differ:
         raise SystemExit(f"--full-from: {args.full_from} was run with other settings: {', '.join(differ)}")

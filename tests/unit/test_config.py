@@ -182,6 +182,8 @@ def test_apply_override_in_place() -> None:
         ("tasks.sst.data.split.dev_fraction=1.5", "tasks.sst.data.split.dev_fraction"),
         ("tasks.sst.data.max_examples.train=-1", "tasks.sst.data.max_examples.train"),
         ("tasks.sst.type=null", "tasks.sst.type"),
+        ("model.prompts.reparam=mlp", "model.prompts.reparam"),
+        ("model.prompts.reparam_hidden=0", "model.prompts.reparam_hidden"),
     ],
 )
 def test_schema_errors_name_the_key(override: str, key: str) -> None:
@@ -245,6 +247,8 @@ def test_every_error_is_reported_at_once() -> None:
         ("weighting.strategy=gradnorm_typo", "weighting.strategy:"),
         ("weighting.options={alpha: 1}", "weighting.options:"),
         ("weighting={strategy: static, options: {weights: [1, 2]}}", "weighting.options:"),
+        ("model.prompts={kind: generated, reparam: residual}", "model.prompts.reparam: residual reparameterizes per-task prompt vectors"),
+        ("model.prompts={kind: none, reparam: residual}", "not kind none"),
     ],
 )
 def test_cross_field_rules_name_the_key(override: str, key: str) -> None:
@@ -268,6 +272,7 @@ def test_cross_field_rules_accept_valid_neighbours() -> None:
             "weighting.strategy=static",
             "tasks.sts.pooling=pair",
             "tasks.sts.prompt.template='First: {text}{sep}Second: {text_b}'",
+            "model.prompts={kind: prefix, reparam: residual, reparam_hidden: 4}",
         ]
     )
     assert cfg.tasks["tags"].labels == ["only"] and cfg.main_metric("sst") == "mcc"

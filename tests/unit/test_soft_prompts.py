@@ -33,6 +33,8 @@ from promptmux.train.setup import build_optimizer
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 KINDS = ["shallow", "deep", "prefix", "shared", "generated"]
+# Every kind, and the kinds with free per-task vectors once more with `reparam: residual`.
+VARIANTS = [*KINDS, "shallow+residual", "deep+residual", "prefix+residual"]
 L = 4
 
 # Two classification tasks with the same label count (so heads can be made identical), and a token
@@ -45,10 +47,23 @@ def encoded(tiny_backbone: Path):
     return encode_mixed(tiny_backbone, TASKS)
 
 
-def make_model(tiny_backbone: Path, kind: str, seed: int = 0) -> MultiTaskModel:
+def prompt_spec(variant: str) -> dict:
+    """`model.prompts` settings for a variant: a kind, or `kind+residual`."""
+    kind, _, reparam = variant.partition("+")
+    return {"kind": kind, "length": L, "rank": 2, **({"reparam": reparam, "reparam_hidden": 8} if reparam else {})}
+
+
+def make_model(tiny_backbone: Path, variant: str, seed: int = 0) -> MultiTaskModel:
+    """A model with `variant`'s prompts. A residual network starts as the identity (its `up` is
+    zero), so here it gets random values: the tests then see what a trained network does."""
     torch.manual_seed(seed)
     encoder = load_backbone(str(tiny_backbone))[0]
-    return build_model(encoder, TASKS, head_dropout=0.0, prompts={"kind": kind, "length": L, "rank": 2}).eval()
+    model = build_model(encoder, TASKS, head_dropout=0.0, prompts=prompt_spec(variant)).eval()
+    if model.prompt.reparam is not None:
+        with torch.no_grad():
+            model.prompt.reparam.up.weight.normal_(0.0, 0.5)
+            model.prompt.reparam.up.bias.normal_(0.0, 0.5)
+    return model
 
 
 def everything(encoded, order=("a", "b", "tok")):
@@ -83,7 +98,7 @@ def test_kind_none_builds_no_prompt(tiny_backbone: Path) -> None:
 # --- mixed-task batches ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_rows_read_only_their_own_task_prompt(tiny_backbone: Path, encoded, kind: str) -> None:
     model = make_model(tiny_backbone, kind)
     before = batch_logits(model, everything(encoded))
@@ -95,7 +110,7 @@ def test_rows_read_only_their_own_task_prompt(tiny_backbone: Path, encoded, kind
     torch.testing.assert_close(after["tok"], before["tok"], atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_swapping_a_rows_task_swaps_its_prompt(tiny_backbone: Path, encoded, kind: str) -> None:
     model = make_model(tiny_backbone, kind)
     model.heads["b"].load_state_dict(model.heads["a"].state_dict())
@@ -108,9 +123,9 @@ def test_swapping_a_rows_task_swaps_its_prompt(tiny_backbone: Path, encoded, kin
     # And the prompt is the only difference: with b's prompt set to a's, the rows agree again.
     with torch.no_grad():
         p = model.prompt
-        if kind in ("shallow", "deep", "prefix"):
+        if p.kind in ("shallow", "deep", "prefix"):
             p.prompts["b"].copy_(p.prompts["a"])
-        elif kind == "shared":
+        elif p.kind == "shared":
             p.mpt.prefix_task_cols[1].copy_(p.mpt.prefix_task_cols[0])
             p.mpt.prefix_task_rows[1].copy_(p.mpt.prefix_task_rows[0])
         else:
@@ -119,7 +134,7 @@ def test_swapping_a_rows_task_swaps_its_prompt(tiny_backbone: Path, encoded, kin
     torch.testing.assert_close(as_a, as_b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_padding_and_batch_company_do_not_change_a_row(tiny_backbone: Path, encoded, kind: str) -> None:
     """Each row alone (no padding at all) gives what it gives padded inside a mixed batch."""
     model = make_model(tiny_backbone, kind)
@@ -128,7 +143,7 @@ def test_padding_and_batch_company_do_not_change_a_row(tiny_backbone: Path, enco
         assert_rows_alone(model, mixed, t, encoded[t])
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", VARIANTS)
 def test_heads_see_only_the_real_tokens(tiny_backbone: Path, encoded, kind: str) -> None:
     model = make_model(tiny_backbone, kind)
     seen: dict[str, torch.Tensor] = {}
@@ -257,6 +272,47 @@ def test_prefix_refuses_an_encoder_without_key_and_value_projections(tiny_backbo
         build_model(encoder, TASKS, head_dropout=0.0, prompts={"kind": "prefix", "length": L})
 
 
+# --- residual reparameterization (reparam: residual) ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["shallow", "deep", "prefix"])
+def test_residual_reparam_starts_as_the_identity_with_one_scale_per_group(tiny_backbone: Path, encoded, kind: str) -> None:
+    plain = make_model(tiny_backbone, kind)
+    torch.manual_seed(0)  # as make_model: the same heads and prompts, plus an untouched network
+    encoder = load_backbone(str(tiny_backbone))[0]
+    model = build_model(encoder, TASKS, head_dropout=0.0, prompts=prompt_spec(f"{kind}+residual")).eval()
+    torch.testing.assert_close(model.prompt.vectors(), plain.prompt.vectors(), atol=0, rtol=0)
+    for t, got in batch_logits(model, everything(encoded)).items():
+        torch.testing.assert_close(got, batch_logits(plain, everything(encoded))[t], atol=0, rtol=0)
+    # One scale per layer (deep) or per layer and key/value (prefix); the network reads unit-RMS vectors.
+    stack = torch.stack([model.prompt.prompts[t] for t in model.prompt.tasks])
+    n_layers = encoder.config.num_hidden_layers
+    groups = {"shallow": (), "deep": (n_layers,), "prefix": (n_layers, 2)}[kind]
+    scale = model.prompt.reparam.scale
+    assert scale.shape == (*groups, 1, 1)
+    rms = (stack / scale).pow(2).mean(dim=(0, stack.dim() - 2, stack.dim() - 1)).sqrt()
+    torch.testing.assert_close(rms, torch.ones(groups), atol=1e-4, rtol=0)
+    if kind == "prefix":  # (the tiny model's layer inputs all leave a LayerNorm at RMS 1)
+        assert scale.max() / scale.min() > 1.05  # the groups' scales do differ
+
+
+def test_residual_reparam_is_one_network_for_every_task_and_keeps_tasks_apart(tiny_backbone: Path, encoded) -> None:
+    model = make_model(tiny_backbone, "prefix+residual")
+    before = batch_logits(model, everything(encoded))
+    with torch.no_grad():
+        model.prompt.reparam.down.bias.add_(1.0)
+    after = batch_logits(model, everything(encoded))
+    for t in ("a", "b", "tok"):  # the network is shared: changing it moves every task
+        assert (after[t] - before[t]).abs().max() > 1e-4, t
+    # A loss on task a's rows reaches the network and a's prompt, never b's prompt.
+    model.train()
+    batch = collate([("a", encoded["a"], np.arange(len(encoded["a"])))], pad_id=0)
+    model(**batch.model_inputs())["a"].float().pow(2).mean().backward()
+    p = model.prompt
+    assert p.prompts["a"].grad.abs().max() > 0 and p.reparam.down.weight.grad.abs().max() > 0
+    assert p.prompts["b"].grad is None or not p.prompts["b"].grad.any()
+
+
 def test_generated_prompt_needs_only_a_new_embedding_for_a_new_task(tiny_backbone: Path) -> None:
     model = make_model(tiny_backbone, "generated")
     shared_before = {n: p.clone() for n, p in model.prompt.named_parameters() if "task_embeddings" not in n}
@@ -291,22 +347,22 @@ def test_prompts_get_their_own_rate_and_no_weight_decay(tiny_backbone: Path, tmp
 # --- a short frozen-backbone run per kind ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module", params=VARIANTS)
 def run(request, tiny_backbone: Path, tmp_path_factory: pytest.TempPathFactory, single_thread) -> TrainedRun:  # noqa: F811
-    kind = request.param
-    folder = tmp_path_factory.mktemp(f"prompt-{kind}")
+    variant = request.param
+    folder = tmp_path_factory.mktemp(f"prompt-{variant.replace('+', '-')}")
     tasks = write_tasks(folder, ["sentiment", "pair", "ner"], n_train=64, n_dev=16)
     tasks["pair"]["pooling"] = "pair"  # the two texts' means compared ([u, v, |u-v|, u*v]) under prompts
     cfg = config_from_dict(
         tiny_config(
             tiny_backbone, tasks, folder / "run",
-            model={"freeze": {"strategy": "backbone"}, "prompts": {"kind": kind, "length": L, "rank": 2, "lr": 0.05}},
+            model={"freeze": {"strategy": "backbone"}, "prompts": {**prompt_spec(variant), "lr": 0.05}},
             sampling={"mixed": True, "strategy": "uniform"},
             train={"max_steps": 40, "eval_every": 20, "log_every": 10},
         ),
         base_dir=folder,
     )
-    return TrainedRun.train(kind, folder, cfg)
+    return TrainedRun.train(variant, folder, cfg, kind=variant.partition("+")[0])
 
 
 def test_frozen_backbone_trains_only_prompts_and_heads(run: TrainedRun) -> None:
@@ -317,6 +373,10 @@ def test_frozen_backbone_trains_only_prompts_and_heads(run: TrainedRun) -> None:
     for k in encoder_keys:
         assert torch.equal(state[k], run.initial[k]), f"{k} changed under freeze.strategy=backbone"
     assert any(not torch.equal(state[k], run.initial[k]) for k in prompt_keys), "the prompts did not train"
+    if "+residual" in run.name:
+        # The network trains too, starting from the identity (up = 0).
+        assert not run.initial["prompt.reparam.up.weight"].any()
+        assert state["prompt.reparam.up.weight"].abs().max() > 0
     heads = [k for k in state if k.startswith("heads.")]
     assert all(not torch.equal(state[k], run.initial[k]) for k in heads if k.endswith(".out.weight"))
 
@@ -336,7 +396,10 @@ def test_trainable_count_and_share_are_printed(run: TrainedRun) -> None:
 
 def test_bundle_records_the_prompt_settings(run: TrainedRun) -> None:
     meta = json.loads((run.out / "last" / "bundle.json").read_text(encoding="utf-8"))
-    assert meta["settings"]["prompts"] == {"kind": run.kind, "length": L, "rank": 2, "task_embedding_dim": 32, "generator_hidden": 256, "init": "vocab"}
+    reparam = {"reparam": "residual", "reparam_hidden": 8} if "+residual" in run.name else {"reparam": "none", "reparam_hidden": 16}
+    assert meta["settings"]["prompts"] == {
+        "kind": run.kind, "length": L, "rank": 2, "task_embedding_dim": 32, "generator_hidden": 256, "init": "vocab", **reparam
+    }
 
 
 def test_prompts_survive_save_and_load_bit_exactly(run: TrainedRun) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from promptmux.config.schema import TASK_METRICS, Config
+from promptmux.config.schema import REPARAM_KINDS, TASK_METRICS, Config
 from promptmux.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -163,6 +163,12 @@ def check_config(cfg: Config) -> None:
     if fr.strategy in ("bottom_k", "top_k") and fr.k < 1:
         raise ConfigError(f"model.freeze.k: strategy {fr.strategy} needs k >= 1")
     _check_lora(cfg)
+    prompts = cfg.model.prompts
+    if prompts.reparam != "none" and prompts.kind not in REPARAM_KINDS:
+        raise ConfigError(
+            f"model.prompts.reparam: {prompts.reparam} reparameterizes per-task prompt vectors "
+            f"(kinds {', '.join(REPARAM_KINDS)}), not kind {prompts.kind}"
+        )
     if cfg.train.max_steps is not None and cfg.train.epochs is not None:
         raise ConfigError("train: give train.max_steps or train.epochs, not both (clear one with an override such as train.epochs=null)")
     if cfg.sampling.strategy not in SAMPLERS:

@@ -144,6 +144,10 @@ class FreezeConfig(Strict):
     k: int = Field(0, ge=0)
 
 
+# Prompt kinds with free per-task vectors, which `model.prompts.reparam` can reparameterize.
+REPARAM_KINDS = ("shallow", "deep", "prefix")
+
+
 class SoftPromptConfig(Strict):
     """Learned prompt vectors that tell the shared encoder which task each row belongs to.
 
@@ -161,6 +165,10 @@ class SoftPromptConfig(Strict):
     generator_hidden: int = Field(256, ge=1)  # generated: hidden width of g
     init: Literal["vocab", "random"] = "vocab"  # start from embeddings of random vocabulary tokens
     lr: float | None = Field(None, gt=0)  # prompts usually want a larger rate than the encoder
+    # residual: every prompt vector passes through a small shared network with a skip connection,
+    # P' = P + MLP(P) (residual prompt tuning; kinds shallow, deep, prefix; model/prompts/reparam.py).
+    reparam: Literal["none", "residual"] = "none"
+    reparam_hidden: int = Field(16, ge=1)  # residual: the network's bottleneck width
 
 
 class LoraConfig(Strict):

@@ -32,13 +32,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from promptmux.config.schema import REPARAM_KINDS
+from promptmux.model.prompts.reparam import ResidualReparam
 from promptmux.registry import Registry
 
 PROMPTS: Registry[type[SoftPrompt]] = Registry("soft prompt kind")
 
 # Settings that decide a prompt module's shape; recorded in bundle.json so that a bundle rebuilds
 # the same module (the learned values come from model.safetensors).
-SHAPE_KEYS = ("kind", "length", "rank", "task_embedding_dim", "generator_hidden", "init")
+SHAPE_KEYS = ("kind", "length", "rank", "task_embedding_dim", "generator_hidden", "init", "reparam", "reparam_hidden")
+
 
 
 class SoftPrompt(nn.Module):
@@ -59,6 +62,7 @@ class SoftPrompt(nn.Module):
         self.length = length
         self.hidden = encoder.config.hidden_size
         self.init = init
+        self.reparam: ResidualReparam | None = None  # see reparam.py; set by `reparameterize`
 
     # --- what kinds implement -------------------------------------------------------------------
 
@@ -76,6 +80,17 @@ class SoftPrompt(nn.Module):
         return contextlib.nullcontext()
 
     # --- shared machinery ---------------------------------------------------------------------
+
+    def vectors(self) -> torch.Tensor:
+        """Every task's prompt vectors, stacked in task order ([T, ...]), reparameterized if set."""
+        stack = stacked(self.prompts, self.tasks)
+        return stack if self.reparam is None else self.reparam(stack)
+
+    def reparameterize(self, bottleneck: int) -> None:
+        """Route the per-task vectors through a shared residual network (`reparam: residual`)."""
+        if self.kind not in REPARAM_KINDS:
+            raise ValueError(f"soft prompts: kind {self.kind} has no per-task vectors to reparameterize")
+        self.reparam = ResidualReparam(self.hidden, bottleneck, stacked(self.prompts, self.tasks))
 
     def task_ids(self, rows: dict[str, slice], batch_size: int, device: torch.device) -> torch.Tensor:
         """Per-row task indices from the batch's contiguous per-task row slices."""
@@ -166,5 +181,7 @@ def build_prompt(cfg: Any, tasks: Sequence[str], encoder: nn.Module) -> SoftProm
         cfg = SoftPromptConfig.model_validate(prompt_settings(cfg))
     if cfg.kind == "none":
         return None
-    cls = PROMPTS.get(cfg.kind)
-    return cls.from_config(cfg, tasks, encoder)
+    prompt = PROMPTS.get(cfg.kind).from_config(cfg, tasks, encoder)
+    if cfg.reparam == "residual":
+        prompt.reparameterize(cfg.reparam_hidden)
+    return prompt

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from promptmux.model.backbone import encoder_layers
-from promptmux.model.prompts.base import PROMPTS, stacked
+from promptmux.model.prompts.base import PROMPTS
 from promptmux.model.prompts.hooks import (
     LayerPrompt,
     activating,
@@ -41,7 +41,7 @@ class DeepPrompt(LayerPrompt):
         self.prompts = nn.ParameterDict({t: nn.Parameter(_start(encoder, length, init)) for t in self.tasks})
 
     def layer_context(self, encoder: nn.Module, task_ids: torch.Tensor) -> contextlib.AbstractContextManager:
-        per_row = stacked(self.prompts, self.tasks)[task_ids]  # [B, N, L, H]
+        per_row = self.vectors()[task_ids]  # [B, N, L, H]
         return _overwriting(encoder_layers(encoder), per_row.transpose(0, 1))
 
 

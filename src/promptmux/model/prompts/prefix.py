@@ -31,7 +31,7 @@ from torch import nn
 
 from promptmux.errors import ConfigError
 from promptmux.model.backbone import encoder_layers
-from promptmux.model.prompts.base import PROMPTS, stacked
+from promptmux.model.prompts.base import PROMPTS
 from promptmux.model.prompts.hooks import (
     LayerPrompt,
     activating,
@@ -58,7 +58,7 @@ class PrefixPrompt(LayerPrompt):
         self.prompts = nn.ParameterDict({t: nn.Parameter(_start(encoder, length, init)) for t in self.tasks})
 
     def layer_context(self, encoder: nn.Module, task_ids: torch.Tensor) -> contextlib.AbstractContextManager:
-        per_row = stacked(self.prompts, self.tasks)[task_ids]  # [B, N, 2, L, H]
+        per_row = self.vectors()[task_ids]  # [B, N, 2, L, H]
         by_module = {}
         for i, (key, value) in enumerate(key_value_modules(encoder)):
             for module in (key, value):

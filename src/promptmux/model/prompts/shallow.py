@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from promptmux.model.prompts.base import PROMPTS, SoftPrompt, init_input_vectors, stacked
+from promptmux.model.prompts.base import PROMPTS, SoftPrompt, init_input_vectors
 
 
 @PROMPTS.register("shallow")
@@ -32,4 +32,4 @@ class ShallowPrompt(SoftPrompt):
         )
 
     def forward(self, task_ids: torch.Tensor) -> torch.Tensor:
-        return stacked(self.prompts, self.tasks)[task_ids]
+        return self.vectors()[task_ids]

@@ -1,0 +1,60 @@
+"""Residual reparameterization of soft prompts (`model.prompts.reparam: residual`).
+
+Razdaibiedina et al., "Residual Prompt Tuning: Improving Prompt Tuning with Residual
+Reparameterization" (ACL Findings 2023), https://arxiv.org/abs/2305.03937.
+
+Free prompt vectors get gradients only through the frozen encoder, one position at a time, and are
+slow and fragile to train on small models. Passing every prompt vector through a small shared
+bottleneck network with a skip connection, P' = P + MLP(P), couples the positions (a gradient at
+one position moves the network that shapes all of them) and lets the optimizer find a
+low-dimensional direction that many vectors share. The paper applies it to prompts at the input;
+here it also serves per-layer prompts (`deep`, `prefix`).
+
+How ours differs, and why:
+- One network for every task, layer and key/value slot (the paper trains one per prompt). Per-layer
+  vectors differ in scale (deeper hidden states and some key projections are several times larger
+  than word embeddings), so each group of vectors (a layer's keys, say) is divided by its own RMS
+  at the start before the network reads it, and the network's output is multiplied by it again:
+  P' = P + s_g · up(gelu(down(P / s_g))). The network stays scale-free and small (2·H·r + H + r
+  parameters), and the trainable share stays within the prompt kind's budget.
+- `up` starts at zero, so P' = P at the start: the prompt begins exactly where the kind's own
+  initialization puts it (e.g. random vocabulary tokens), not perturbed by a random network.
+- No LayerNorm on the network's output (the paper has one): at a zero start its input is zero and
+  its gradient degenerate.
+
+The network trains with the prompts (at `model.prompts.lr`) and is kept in the bundle; computing
+P' for every task costs one tiny matmul per forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ResidualReparam(nn.Module):
+    """P' = P + s · up(gelu(down(P / s))) over the last dim, with one scale s per group of vectors.
+
+    Args:
+        hidden: the vectors' size H.
+        bottleneck: the network's width r.
+        start: the stacked starting prompts [T, *G, L, H]; the scale of group g (one index into the
+            G dims, e.g. a layer) is the RMS of start[:, g] over tasks, positions and features.
+    """
+
+    def __init__(self, hidden: int, bottleneck: int, start: torch.Tensor) -> None:
+        super().__init__()
+        self.down = nn.Linear(hidden, bottleneck)
+        self.up = nn.Linear(bottleneck, hidden)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        dims = (0, start.dim() - 2, start.dim() - 1)
+        scale = start.detach().float().pow(2).mean(dim=dims, keepdim=True).sqrt().clamp_min(1e-6)[0]
+        self.register_buffer("scale", scale)  # [*G, 1, 1]: persistent, so a bundle rebuilds it as trained
+
+    def forward(self, prompts: torch.Tensor) -> torch.Tensor:
+        scale = self.scale.to(prompts.dtype)
+        return prompts + scale * self.up(nn.functional.gelu(self.down(prompts / scale)))
+
+    def extra_repr(self) -> str:
+        return f"groups={self.scale.numel()}"
