@@ -54,6 +54,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "shared": {**FROZEN, "model.prompts.kind": "shared", "model.prompts.rank": 4},
     "head": {**FROZEN, "model.prompts.kind": "none"},  # reference: what the heads alone make of frozen features
 }
+PROMPTLESS = ("full", "head")  # methods without soft prompts (no prompt rate or length)
 RESIDUAL = "-res"  # suffix of the methods whose prompts take `reparam: residual`
 METHODS.update({f"{k}{RESIDUAL}": {**METHODS[k], "model.prompts.reparam": "residual"} for k in ("shallow", "deep", "prefix")})
 
@@ -255,12 +256,20 @@ def markdown(report: dict[str, Any]) -> str:
         def fmt(x):
             return "n/a" if x is None else f"{x:.2f}"
 
+        sd = r.get("metrics_sd")
+        name = f"{method} ({len(r['seeds'])} seeds)" if sd else method
+        scores = [f"{r['metrics'][t][metric_of[t]]:.1f}" + (f" ±{sd[t][metric_of[t]]:.1f}" if sd else "") for t in tasks]
+        mean_gain = fmt(r.get("gain_mean")) + (f" ±{r['gain_mean_sd']:.2f}" if "gain_mean_sd" in r else "")
         lines.append(
-            f"| {method} | " + " | ".join(f"{r['metrics'][t][metric_of[t]]:.1f}" for t in tasks) + " | "
-            + " | ".join(fmt(g.get(t)) for t in tasks) + f" | {fmt(r.get('gain_mean'))} | {r['trainable']:,} | "
+            f"| {name} | " + " | ".join(scores) + " | "
+            + " | ".join(fmt(g.get(t)) for t in tasks) + f" | {mean_gain} | {r['trainable']:,} | "
             f"{r['trainable_share_pct']:.3f}% | {r['wall_s'] / 60:.1f} min |"
         )
     env = report["environment"]
+    pooled_seeds = [f"{m}: seeds {', '.join(map(str, r['seeds']))}" for m, r in report["results"].items() if r.get("metrics_sd")]
+    if pooled_seeds:
+        lines += ["", "Methods over several seeds show the mean ± the standard deviation over seeds "
+                  f"({'; '.join(pooled_seeds)}); gains are of the mean scores."]
     lines += [
         "",
         describe(env),
@@ -283,19 +292,21 @@ def recorded_settings(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge(args: argparse.Namespace) -> dict[str, Any]:
-    """One report from parts that ran different methods with otherwise equal settings.
+    """One report from parts that ran different methods, or other seeds, with otherwise equal settings.
 
     A part is `FILE` (all its methods) or `FILE=m1+m2` (only those). Settings given per method
-    (PER_METHOD) may differ between parts: the report records each method's own value.
+    (PER_METHOD) may differ between parts: the report records each method's own value. A method
+    that comes from several parts with different seeds is pooled: its scores are the means over the
+    seeds, with their standard deviations (see `pooled`).
     """
     entries = [entry.partition("=") for entry in args.merge.split(",")]
     files = [f for f, _, _ in entries]
     parts = [json.loads(Path(f).read_text(encoding="utf-8")) for f in files]
 
     def same(settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in settings.items() if k not in ("methods", "threads", "merge", "full_from", *PER_METHOD)}
+        return {k: v for k, v in settings.items() if k not in ("methods", "threads", "merge", "full_from", "seed", *PER_METHOD)}
 
-    results: dict[str, Any] = {}
+    runs: dict[str, dict[int, dict[str, Any]]] = {}  # method -> seed -> result
     own: dict[str, dict[str, float]] = {key: {} for key in PER_METHOD}
     for (f, _, wanted), part in zip(entries, parts):
         if same(recorded_settings(part)) != same(recorded_settings(parts[0])):
@@ -304,21 +315,34 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
         missing = sorted(set(taken) - set(part["results"]))
         if missing:
             raise SystemExit(f"--merge: {f} has no method {', '.join(missing)}")
-        twice = sorted(set(taken) & set(results))
+        seed = part["settings"]["seed"]
+        twice = sorted(m for m in taken if seed in runs.get(m, {}))
         if twice:
-            raise SystemExit(f"--merge: {f} repeats methods of an earlier part: {', '.join(twice)}")
+            raise SystemExit(f"--merge: {f} repeats methods of an earlier part: {', '.join(twice)} (seed {seed})")
         for m in taken:
-            results[m] = part["results"][m]
+            runs.setdefault(m, {})[seed] = part["results"][m]
             for key in PER_METHOD:
-                if key in part["settings"]:
-                    own[key][m] = per_method(str(part["settings"][key]), m, recorded=True)
-    order = [m for m in METHODS if m in results]  # the table's usual order, full first
-    results = {m: results[m] for m in order}
-    gains(results, parts[0]["majority"], parts[0]["metric_of"])
-    settings = {**parts[0]["settings"], "methods": ",".join(order)}
+                if key in part["settings"] and not (key != "head_lr" and m in PROMPTLESS):
+                    value = per_method(str(part["settings"][key]), m, recorded=True)
+                    if own[key].setdefault(m, value) != value:
+                        raise SystemExit(f"--merge: {f} ran {m} with {key} {value:g}, an earlier part with {own[key][m]:g}")
+    order = [m for m in METHODS if m in runs]  # the table's usual order, full first
+    if "full" in runs and len(runs["full"]) > 1:
+        raise SystemExit("--merge: give full fine-tuning from one seed (it is the reference of every gain)")
+    results = {m: pooled(runs[m]) for m in order}
+    metric_of = parts[0]["metric_of"]
+    gains(results, parts[0]["majority"], metric_of)
+    for r in results.values():
+        if len(r.get("seeds", ())) > 1 and "full" in results:
+            each = {seed: {"metrics": metrics} for seed, metrics in zip(r["seeds"], r["per_seed"])}
+            gains({"full": results["full"], **each}, parts[0]["majority"], metric_of)
+            r["gain_mean_per_seed"] = [each[seed]["gain_mean"] for seed in r["seeds"]]
+            r["gain_mean_sd"] = _sd(r["gain_mean_per_seed"])
+    seeds = sorted({seed for by_seed in runs.values() for seed in by_seed})
+    settings = {**parts[0]["settings"], "methods": ",".join(order), "seed": ",".join(map(str, seeds)) if len(seeds) > 1 else seeds[0]}
     for key, values in own.items():
         if values:
-            settings[key] = ",".join(f"{m}={values[m]:g}" for m in order)
+            settings[key] = ",".join(f"{m}={values[m]:g}" for m in order if m in values)
     report = {
         **parts[0],
         "command": " ; ".join(p["command"] for p in parts) + f" ; python bench/prompt_tuning.py --merge {args.merge}",
@@ -329,6 +353,32 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     stem = "prompt_tuning" + (f"-{args.tag}" if args.tag else "")
     write_report(Path(args.results_dir), stem, report, markdown(report))
     return report
+
+
+def _sd(values: list[float]) -> float:
+    """Sample standard deviation (n - 1)."""
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def pooled(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One method's result over seeds: every metric's mean (`metrics`) and standard deviation
+    (`metrics_sd`), the seeds' own metrics (`per_seed`), the mean wall time. One seed: as it was."""
+    if len(by_seed) == 1:
+        return next(iter(by_seed.values()))
+    seeds = list(by_seed)
+    first = by_seed[seeds[0]]
+    per_seed = [by_seed[s]["metrics"] for s in seeds]
+    metrics = {t: {k: sum(m[t][k] for m in per_seed) / len(seeds) for k in first["metrics"][t]} for t in first["metrics"]}
+    sd = {t: {k: _sd([m[t][k] for m in per_seed]) for k in first["metrics"][t]} for t in first["metrics"]}
+    return {
+        **{k: first[k] for k in ("trainable", "total", "trainable_share_pct") if k in first},
+        "metrics": metrics,
+        "metrics_sd": sd,
+        "seeds": seeds,
+        "per_seed": per_seed,
+        "wall_s": sum(by_seed[s]["wall_s"] for s in seeds) / len(seeds),
+    }
 
 
 def full_reference(args: argparse.Namespace, methods: list[str]) -> tuple[dict[str, Any], list[str]]:

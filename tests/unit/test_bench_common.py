@@ -279,6 +279,33 @@ def test_prompt_tuning_merge_refuses_other_settings_and_repeated_methods(tmp_pat
         module.main(["--merge", f"{a},{c}", "--results-dir", str(tmp_path)])
 
 
+def test_prompt_tuning_merge_pools_a_method_over_seeds(tmp_path: Path) -> None:
+    import json
+
+    module = bench_module("prompt_tuning")
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps(_prompt_tuning_part({"full": 90.0, "prefix": 80.0})))
+    other = _prompt_tuning_part({"prefix": 70.0, "shallow": 60.0})
+    other["settings"]["seed"] = 7
+    b.write_text(json.dumps(other))
+    report = module.main(["--merge", f"{a},{b}", "--results-dir", str(tmp_path), "--tag", "seeds"])
+    prefix = report["results"]["prefix"]
+    assert prefix["seeds"] == [42, 7] and prefix["metrics"]["sst2"]["accuracy"] == pytest.approx(75.0)
+    assert prefix["metrics_sd"]["sst2"]["accuracy"] == pytest.approx(50**0.5)  # sd of 80 and 70 (n - 1)
+    assert prefix["gain"]["sst2"] == pytest.approx(0.625)  # (75 - 50) / (90 - 50)
+    assert prefix["gain_mean_per_seed"] == pytest.approx([0.75, 0.5]) and prefix["gain_mean_sd"] == pytest.approx(0.03125**0.5)
+    assert report["results"]["shallow"]["metrics"]["sst2"]["accuracy"] == 60.0 and "seeds" not in report["results"]["shallow"]
+    assert report["settings"]["seed"] == "7,42"
+    md = (tmp_path / "prompt_tuning-seeds.md").read_text()
+    assert "| prefix (2 seeds) | 75.0 ±7.1 | 0.62 | 0.62 ±0.18 |" in md and "prefix: seeds 42, 7" in md
+    # Full fine-tuning is every gain's reference: one seed only.
+    full7 = _prompt_tuning_part({"full": 88.0})
+    full7["settings"]["seed"] = 7
+    c.write_text(json.dumps(full7))
+    with pytest.raises(SystemExit, match="full fine-tuning from one seed"):
+        module.main(["--merge", f"{a},{c}", "--results-dir", str(tmp_path)])
+
+
 def test_prompt_tuning_per_method_settings() -> None:
     per_method = bench_module("prompt_tuning").per_method
     assert per_method("3e-2", "deep") == 3e-2
