@@ -43,7 +43,6 @@ PROMPTS: Registry[type[SoftPrompt]] = Registry("soft prompt kind")
 SHAPE_KEYS = ("kind", "length", "rank", "task_embedding_dim", "generator_hidden", "init", "reparam", "reparam_hidden")
 
 
-
 class SoftPrompt(nn.Module):
     """Per-task prompt vectors prepended to every row of a (possibly mixed-task) batch.
 
