@@ -29,6 +29,7 @@ from promptmux.data.collate import collate
 from promptmux.data.encode import encode_examples
 from promptmux.data.few_shot import few_shot_sample
 from promptmux.errors import ConfigError, DataError
+from promptmux.model.added import ADDED_PROMPT_KINDS
 from promptmux.serve.bundle import load_bundle
 from promptmux.serve.mixed import PassStats, predict_mixed
 from promptmux.serve.predictor import Predictor
@@ -335,16 +336,19 @@ def test_reptile_update_is_the_interpolation() -> None:
     assert torch.equal(reptile_update(theta, adapted, 1.0)["p"], adapted["p"])
 
 
-def test_reptile_step_moves_theta_toward_the_task_adapted_weights(added, data_dir) -> None:
+@pytest.mark.parametrize("kind", ADDED_PROMPT_KINDS)
+def test_reptile_step_moves_theta_toward_the_task_adapted_weights(added, data_dir, kind: str) -> None:
     """One meta step: φ comes from inner steps on an old task; θ' = θ + ε(φ − θ), so θ' lies on
-    the segment from θ to φ at distance (1 − ε)·|θ − φ| from φ."""
+    the segment from θ to φ at distance (1 − ε)·|θ − φ| from φ. For every kind an added task may
+    use (deep and prefix prompts reach the encoder through hooks, and the inner loop trains a copy)."""
     from promptmux.model.added import extend
 
     model, tokenizer, infos, _, _ = load_bundle(added["none"].out_dir)
     model.requires_grad_(False)
-    model.added = extend(model.added, "fresh", model.encoder, {"kind": "shallow", "length": 4})
-    model.added.requires_grad_(False)
-    model.added.prompt.prompts["fresh"].requires_grad_(True)
+    # (a fresh module: the bundle's added task already uses shallow prompts, and kinds cannot mix)
+    fresh = extend(None, "fresh", model.encoder, {"kind": kind, "length": 4}).prompt
+    fresh.requires_grad_(False)
+    fresh.prompts["fresh"].requires_grad_(True)
     sentiment = next(t for t in infos if t.name == "sentiment")
     rows = [
         json.loads(line)
@@ -355,9 +359,7 @@ def test_reptile_step_moves_theta_toward_the_task_adapted_weights(added, data_di
     eps = 0.3
     cfg = ReptileConfig(inner_steps=3, inner_lr=0.05, meta_steps=1, meta_lr=eps)
     head_before = {k: v.clone() for k, v in model.heads["sentiment"].state_dict().items()}
-    step = Reptile(
-        model, model.added.prompt, "fresh", {"sentiment": enc}, cfg, 16, 0, seed=0
-    ).step()
+    step = Reptile(model, fresh, "fresh", {"sentiment": enc}, cfg, 16, 0, seed=0).step()
     key = "prompts.fresh"
     theta, phi, new = step.theta[key], step.adapted[key], step.updated[key]
     assert step.task == "sentiment" and len(step.losses) == 3
@@ -368,7 +370,7 @@ def test_reptile_step_moves_theta_toward_the_task_adapted_weights(added, data_di
     )
     assert float((new - phi).norm()) < float((theta - phi).norm())
     # The prompt now holds θ'; the old task's head is untouched (the inner loop trains a copy).
-    assert torch.equal(model.added.prompt.prompts["fresh"].detach(), new)
+    assert torch.equal(fresh.prompts["fresh"].detach(), new)
     for k, v in model.heads["sentiment"].state_dict().items():
         assert torch.equal(v, head_before[k])
 
