@@ -24,6 +24,11 @@ How ours differs, and why:
 
 The network trains with the prompts (at `model.prompts.lr`) and is kept in the bundle; computing
 P' for every task costs one tiny matmul per forward pass.
+
+Measured (frozen MiniLM, SST-2 + MRPC + RTE in mixed batches, r = 16; mean normalized gain against
+full fine-tuning): prefixes at 5,000 steps 0.79 ± 0.11 plain and 0.88 ± 0.07 with the network (two
+seeds each); shallow prompts at 2,000 steps 0.28 and 0.42 (one seed). See
+bench/results/prompt_tuning-s5000-seeds.md and prompt_tuning-s2000-res.md.
 """
 
 from __future__ import annotations
