@@ -268,8 +268,8 @@ def markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     pooled_seeds = [f"{m}: seeds {', '.join(map(str, r['seeds']))}" for m, r in report["results"].items() if r.get("metrics_sd")]
     if pooled_seeds:
-        lines += ["", "Methods over several seeds show the mean ± the standard deviation over seeds "
-                  f"({'; '.join(pooled_seeds)}); gains are of the mean scores."]
+        text = f"Methods over several seeds show the mean ± the standard deviation over seeds ({'; '.join(pooled_seeds)})"
+        lines += ["", text + "; gains are of the mean scores."]
     lines += [
         "",
         describe(env),
