@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -282,6 +283,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 PER_METHOD = ("prompt_lr", "head_lr", "length")  # settings given per method (see per_method)
+RUN_ONLY = ("methods", "threads", "merge", "full_from")  # settings of the process, not of what a method computes
 # Settings added after reports were recorded, with the value that matches how those reports ran.
 LATER_SETTINGS = {"reparam_hidden": 16}  # (no method had a residual network then)
 
@@ -304,7 +306,7 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     parts = [json.loads(Path(f).read_text(encoding="utf-8")) for f in files]
 
     def same(settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in settings.items() if k not in ("methods", "threads", "merge", "full_from", "seed", *PER_METHOD)}
+        return {k: v for k, v in settings.items() if k not in (*RUN_ONLY, "seed", *PER_METHOD)}
 
     runs: dict[str, dict[int, dict[str, Any]]] = {}  # method -> seed -> result
     own: dict[str, dict[str, float]] = {key: {} for key in PER_METHOD}
@@ -321,8 +323,8 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"--merge: {f} repeats methods of an earlier part: {', '.join(twice)} (seed {seed})")
         for m in taken:
             runs.setdefault(m, {})[seed] = part["results"][m]
-            for key in PER_METHOD:
-                if key in part["settings"] and not (key != "head_lr" and m in PROMPTLESS):
+            for key in ("head_lr",) if m in PROMPTLESS else PER_METHOD:
+                if key in part["settings"]:
                     value = per_method(str(part["settings"][key]), m, recorded=True)
                     if own[key].setdefault(m, value) != value:
                         raise SystemExit(f"--merge: {f} ran {m} with {key} {value:g}, an earlier part with {own[key][m]:g}")
@@ -337,7 +339,7 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
             each = {seed: {"metrics": metrics} for seed, metrics in zip(r["seeds"], r["per_seed"])}
             gains({"full": results["full"], **each}, parts[0]["majority"], metric_of)
             r["gain_mean_per_seed"] = [each[seed]["gain_mean"] for seed in r["seeds"]]
-            r["gain_mean_sd"] = _sd(r["gain_mean_per_seed"])
+            r["gain_mean_sd"] = statistics.stdev(r["gain_mean_per_seed"])
     seeds = sorted({seed for by_seed in runs.values() for seed in by_seed})
     settings = {**parts[0]["settings"], "methods": ",".join(order), "seed": ",".join(map(str, seeds)) if len(seeds) > 1 else seeds[0]}
     for key, values in own.items():
@@ -355,12 +357,6 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _sd(values: list[float]) -> float:
-    """Sample standard deviation (n - 1)."""
-    mean = sum(values) / len(values)
-    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-
-
 def pooled(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """One method's result over seeds: every metric's mean (`metrics`) and standard deviation
     (`metrics_sd`), the seeds' own metrics (`per_seed`), the mean wall time. One seed: as it was."""
@@ -369,15 +365,15 @@ def pooled(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     seeds = list(by_seed)
     first = by_seed[seeds[0]]
     per_seed = [by_seed[s]["metrics"] for s in seeds]
-    metrics = {t: {k: sum(m[t][k] for m in per_seed) / len(seeds) for k in first["metrics"][t]} for t in first["metrics"]}
-    sd = {t: {k: _sd([m[t][k] for m in per_seed]) for k in first["metrics"][t]} for t in first["metrics"]}
+    metrics = {t: {k: statistics.fmean(m[t][k] for m in per_seed) for k in first["metrics"][t]} for t in first["metrics"]}
+    sd = {t: {k: statistics.stdev(m[t][k] for m in per_seed) for k in first["metrics"][t]} for t in first["metrics"]}
     return {
         **{k: first[k] for k in ("trainable", "total", "trainable_share_pct") if k in first},
         "metrics": metrics,
         "metrics_sd": sd,
         "seeds": seeds,
         "per_seed": per_seed,
-        "wall_s": sum(by_seed[s]["wall_s"] for s in seeds) / len(seeds),
+        "wall_s": statistics.fmean(by_seed[s]["wall_s"] for s in seeds),
     }
 
 
@@ -390,7 +386,7 @@ def full_reference(args: argparse.Namespace, methods: list[str]) -> tuple[dict[s
     report = json.loads(Path(args.full_from).read_text(encoding="utf-8"))
     if "full" not in report.get("results", {}):
         raise SystemExit(f"--full-from: {args.full_from} has no full method")
-    ignored = ("methods", "threads", "merge", "full_from", "steps", *PER_METHOD)  # the rows, their rates and budget
+    ignored = (*RUN_ONLY, "steps", *PER_METHOD)  # the rows, their rates and budget
     mine = {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir", *ignored)}
     theirs = {k: v for k, v in recorded_settings(report).items() if k not in ignored}
     differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from promptmux.config.schema import REPARAM_KINDS, TASK_METRICS, Config
+from promptmux.config.schema import TASK_METRICS, VECTOR_KINDS, Config
 from promptmux.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -164,10 +164,10 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"model.freeze.k: strategy {fr.strategy} needs k >= 1")
     _check_lora(cfg)
     prompts = cfg.model.prompts
-    if prompts.reparam != "none" and prompts.kind not in REPARAM_KINDS:
+    if prompts.reparam != "none" and prompts.kind not in VECTOR_KINDS:
         raise ConfigError(
             f"model.prompts.reparam: {prompts.reparam} reparameterizes per-task prompt vectors "
-            f"(kinds {', '.join(REPARAM_KINDS)}), not kind {prompts.kind}"
+            f"(kinds {', '.join(VECTOR_KINDS)}), not kind {prompts.kind}"
         )
     if cfg.train.max_steps is not None and cfg.train.epochs is not None:
         raise ConfigError("train: give train.max_steps or train.epochs, not both (clear one with an override such as train.epochs=null)")

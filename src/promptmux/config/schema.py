@@ -144,8 +144,9 @@ class FreezeConfig(Strict):
     k: int = Field(0, ge=0)
 
 
-# Prompt kinds with free per-task vectors, which `model.prompts.reparam` can reparameterize.
-REPARAM_KINDS = ("shallow", "deep", "prefix")
+# Prompt kinds whose vectors are free parameters, one entry per task (a ParameterDict): they can be
+# reparameterized (`model.prompts.reparam`), and a task can get its own beside them (add-task).
+VECTOR_KINDS = ("shallow", "deep", "prefix")
 
 
 class SoftPromptConfig(Strict):

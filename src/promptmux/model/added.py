@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from promptmux.config.schema import VECTOR_KINDS
 from promptmux.model.heads import head_extra
 from promptmux.model.prompts.base import PROMPTS, SoftPrompt
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 # Kinds whose parameters are per task (a ParameterDict keyed by task name): a task can be added
 # without touching the values of the tasks already there.
-ADDED_PROMPT_KINDS = ("shallow", "deep", "prefix")
+ADDED_PROMPT_KINDS = VECTOR_KINDS
 
 
 class AddedTasks(nn.Module):

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from promptmux.config.schema import REPARAM_KINDS
+from promptmux.config.schema import VECTOR_KINDS
 from promptmux.model.prompts.reparam import ResidualReparam
 from promptmux.registry import Registry
 
@@ -87,7 +87,7 @@ class SoftPrompt(nn.Module):
 
     def reparameterize(self, bottleneck: int) -> None:
         """Route the per-task vectors through a shared residual network (`reparam: residual`)."""
-        if self.kind not in REPARAM_KINDS:
+        if self.kind not in VECTOR_KINDS:
             raise ValueError(f"soft prompts: kind {self.kind} has no per-task vectors to reparameterize")
         self.reparam = ResidualReparam(self.hidden, bottleneck, stacked(self.prompts, self.tasks))
 
