@@ -8,10 +8,11 @@ step (no best-of-evaluations picking on the dev set):
     shallow    frozen backbone; per-task prompt tuning (L vectors at the input) + heads
     deep       frozen backbone; per-task, per-layer prompts (hidden states at each layer's input) + heads
     prefix     frozen backbone; per-task key and value prefixes in every layer (P-tuning v2) + heads
+    late       frozen backbone; per-task prompt vectors entering at the middle layer (late prompt tuning) + heads
     generated  frozen backbone; prompts generated from task embeddings + heads
     shared     frozen backbone; shared prompt x per-task low-rank factor + heads (optional)
     head       frozen backbone, no prompt: the heads alone (optional; what the prompts add is the rest)
-    shallow-res, deep-res, prefix-res
+    shallow-res, deep-res, prefix-res, late-res
                the same kinds with `reparam: residual` (one small shared network with a skip
                connection shapes every prompt vector; --reparam-hidden wide)
 
@@ -51,13 +52,14 @@ METHODS: dict[str, dict[str, Any]] = {
     "shallow": {**FROZEN, "model.prompts.kind": "shallow"},
     "deep": {**FROZEN, "model.prompts.kind": "deep"},
     "prefix": {**FROZEN, "model.prompts.kind": "prefix"},
+    "late": {**FROZEN, "model.prompts.kind": "late"},
     "generated": {**FROZEN, "model.prompts.kind": "generated"},
     "shared": {**FROZEN, "model.prompts.kind": "shared", "model.prompts.rank": 4},
     "head": {**FROZEN, "model.prompts.kind": "none"},  # reference: what the heads alone make of frozen features
 }
 PROMPTLESS = ("full", "head")  # methods without soft prompts (no prompt rate or length)
 RESIDUAL = "-res"  # suffix of the methods whose prompts take `reparam: residual`
-METHODS.update({f"{k}{RESIDUAL}": {**METHODS[k], "model.prompts.reparam": "residual"} for k in ("shallow", "deep", "prefix")})
+METHODS.update({f"{k}{RESIDUAL}": {**METHODS[k], "model.prompts.reparam": "residual"} for k in ("shallow", "deep", "prefix", "late")})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

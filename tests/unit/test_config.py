@@ -184,6 +184,7 @@ def test_apply_override_in_place() -> None:
         ("tasks.sst.type=null", "tasks.sst.type"),
         ("model.prompts.reparam=mlp", "model.prompts.reparam"),
         ("model.prompts.reparam_hidden=0", "model.prompts.reparam_hidden"),
+        ("model.prompts.layer=-1", "model.prompts.layer"),
     ],
 )
 def test_schema_errors_name_the_key(override: str, key: str) -> None:
@@ -249,6 +250,7 @@ def test_every_error_is_reported_at_once() -> None:
         ("weighting={strategy: static, options: {weights: [1, 2]}}", "weighting.options:"),
         ("model.prompts={kind: generated, reparam: residual}", "model.prompts.reparam: residual reparameterizes per-task prompt vectors"),
         ("model.prompts={kind: none, reparam: residual}", "not kind none"),
+        ("model.prompts={kind: deep, layer: 2}", "model.prompts.layer: only late prompts enter at a layer, not kind deep"),
     ],
 )
 def test_cross_field_rules_name_the_key(override: str, key: str) -> None:

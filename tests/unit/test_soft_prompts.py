@@ -20,6 +20,7 @@ from mixed_support import TrainedRun, assert_rows_alone, batch_logits, encode_mi
 from safetensors.torch import load_file
 
 from promptmux.config import config_from_dict
+from promptmux.config.schema import VECTOR_KINDS
 from promptmux.data.collate import collate
 from promptmux.data.encode import encode_examples
 from promptmux.errors import BundleError
@@ -32,9 +33,9 @@ from promptmux.train.setup import build_optimizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-KINDS = ["shallow", "deep", "prefix", "shared", "generated"]
+KINDS = ["shallow", "deep", "prefix", "late", "shared", "generated"]
 # Every kind, and the kinds with free per-task vectors once more with `reparam: residual`.
-VARIANTS = [*KINDS, "shallow+residual", "deep+residual", "prefix+residual"]
+VARIANTS = [*KINDS, *(f"{kind}+residual" for kind in VECTOR_KINDS)]
 L = 4
 
 # Two classification tasks with the same label count (so heads can be made identical), and a token
@@ -74,7 +75,7 @@ def everything(encoded, order=("a", "b", "tok")):
 def perturb_task(prompt: SoftPrompt, task: str) -> None:
     """Change every parameter that belongs to `task` alone (not the shared ones)."""
     i = prompt.tasks.index(task)
-    if prompt.kind in ("shallow", "deep", "prefix"):
+    if prompt.kind in VECTOR_KINDS:
         prompt.prompts[task].add_(torch.randn_like(prompt.prompts[task]))
     elif prompt.kind == "shared":
         prompt.mpt.prefix_task_cols[i].add_(torch.randn_like(prompt.mpt.prefix_task_cols[i]))
@@ -123,7 +124,7 @@ def test_swapping_a_rows_task_swaps_its_prompt(tiny_backbone: Path, encoded, kin
     # And the prompt is the only difference: with b's prompt set to a's, the rows agree again.
     with torch.no_grad():
         p = model.prompt
-        if p.kind in ("shallow", "deep", "prefix"):
+        if p.kind in VECTOR_KINDS:
             p.prompts["b"].copy_(p.prompts["a"])
         elif p.kind == "shared":
             p.mpt.prefix_task_cols[1].copy_(p.mpt.prefix_task_cols[0])
@@ -175,7 +176,7 @@ def test_prompts_change_the_encoder_output(tiny_backbone: Path, encoded) -> None
     assert (a - b).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("kind", ["deep", "prefix"])
+@pytest.mark.parametrize("kind", ["deep", "prefix", "late"])
 def test_layer_prompt_hooks_are_inert_outside_a_pass_and_kept_per_thread(tiny_backbone: Path, encoded, kind: str) -> None:
     """The server may run passes of one model in several threads: each must see its own prompts."""
     from concurrent.futures import ThreadPoolExecutor
@@ -261,6 +262,65 @@ def test_prefix_matches_attention_over_explicit_extra_keys_and_values(tiny_backb
     torch.testing.assert_close(captured["out"][:, L:], expected, atol=1e-5, rtol=1e-5)
 
 
+def layer_inputs_seen(model: MultiTaskModel, parts) -> list[torch.Tensor]:
+    """Each encoder layer's input hidden states during one mixed-batch pass, as the layer reads it
+    (after the prompt's own pre-hooks, which the first pass installs)."""
+    from promptmux.model.backbone import encoder_layers
+
+    batch_logits(model, parts)
+    seen: list[torch.Tensor] = []
+    layers = encoder_layers(model.encoder)
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+        for layer in layers
+    ]
+    try:
+        batch_logits(model, parts)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
+@pytest.mark.parametrize("layer", [0, 1])
+def test_late_prompt_is_hidden_below_its_layer_and_read_from_it(
+    tiny_backbone: Path, encoded, attention: str, padded: bool, layer: int
+) -> None:
+    """Below layer k the real tokens compute exactly what they do without a prompt (the prompt
+    positions are masked out as keys); layer k's input holds each row's task prompt, and the
+    prompt then changes the output."""
+    torch.manual_seed(0)
+    encoder = load_backbone(str(tiny_backbone))[0]
+    encoder.config._attn_implementation = attention
+    model = build_model(encoder, TASKS, head_dropout=0.0, prompts={"kind": "late", "length": L, "layer": layer}).eval()
+    assert model.prompt.layer == layer
+    # Padded: rows of different lengths (the layer gets a mask); unpadded: one row per task (no mask).
+    parts = everything(encoded) if padded else [(t, encoded[t], np.arange(1)) for t in ("a", "b")]
+    seen = layer_inputs_seen(model, parts)
+    batch = collate(parts, pad_id=0)
+    bare = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+    real = batch.attention_mask.bool()
+    for i in range(layer + 1):  # the inputs of layers 0..k at the real tokens
+        torch.testing.assert_close(seen[i][:, L:][real], bare.hidden_states[i][real], atol=1e-5, rtol=1e-5)
+    for t, sl in batch.rows.items():  # layer k's input at the prompt positions: the task's prompt
+        torch.testing.assert_close(seen[layer][sl, :L], model.prompt.prompts[t].expand(sl.stop - sl.start, L, 32))
+    without = MultiTaskModel(model.encoder, model.heads)
+    assert (batch_logits(model, parts)["a"] - batch_logits(without, parts)["a"]).abs().max() > 1e-3
+
+
+def test_late_prompt_refuses_a_layer_the_encoder_lacks_and_an_unmaskable_attention(tiny_backbone: Path) -> None:
+    from promptmux.errors import ConfigError
+
+    encoder = load_backbone(str(tiny_backbone))[0]
+    with pytest.raises(ConfigError, match=r"model.prompts.layer: 2 is not a layer of this encoder \(it has layers 0..1\)"):
+        build_model(encoder, TASKS, head_dropout=0.0, prompts={"kind": "late", "length": L, "layer": 2})
+    encoder.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ConfigError, match="works with attention sdpa or eager, not flash_attention_2"):
+        build_model(encoder, TASKS, head_dropout=0.0, prompts={"kind": "late", "length": L})
+
+
 def test_prefix_refuses_an_encoder_without_key_and_value_projections(tiny_backbone: Path) -> None:
     from promptmux.errors import ConfigError
     from promptmux.model.backbone import encoder_layers
@@ -275,7 +335,7 @@ def test_prefix_refuses_an_encoder_without_key_and_value_projections(tiny_backbo
 # --- residual reparameterization (reparam: residual) ----------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["shallow", "deep", "prefix"])
+@pytest.mark.parametrize("kind", VECTOR_KINDS)
 def test_residual_reparam_starts_as_the_identity_with_one_scale_per_group(tiny_backbone: Path, encoded, kind: str) -> None:
     plain = make_model(tiny_backbone, kind)
     torch.manual_seed(0)  # as make_model: the same heads and prompts, plus an untouched network
@@ -287,7 +347,7 @@ def test_residual_reparam_starts_as_the_identity_with_one_scale_per_group(tiny_b
     # One scale per layer (deep) or per layer and key/value (prefix); the network reads unit-RMS vectors.
     stack = torch.stack([model.prompt.prompts[t] for t in model.prompt.tasks])
     n_layers = encoder.config.num_hidden_layers
-    groups = {"shallow": (), "deep": (n_layers,), "prefix": (n_layers, 2)}[kind]
+    groups = {"shallow": (), "late": (), "deep": (n_layers,), "prefix": (n_layers, 2)}[kind]
     scale = model.prompt.reparam.scale
     assert scale.shape == (*groups, 1, 1)
     rms = (stack / scale).pow(2).mean(dim=(0, stack.dim() - 2, stack.dim() - 1)).sqrt()
@@ -398,7 +458,8 @@ def test_bundle_records_the_prompt_settings(run: TrainedRun) -> None:
     meta = json.loads((run.out / "last" / "bundle.json").read_text(encoding="utf-8"))
     reparam = {"reparam": "residual", "reparam_hidden": 8} if "+residual" in run.name else {"reparam": "none", "reparam_hidden": 16}
     assert meta["settings"]["prompts"] == {
-        "kind": run.kind, "length": L, "rank": 2, "task_embedding_dim": 32, "generator_hidden": 256, "init": "vocab", **reparam
+        "kind": run.kind, "length": L, "layer": None, "rank": 2, "task_embedding_dim": 32, "generator_hidden": 256,
+        "init": "vocab", **reparam,
     }
 
 

@@ -7,7 +7,7 @@ optional `train:` settings for learning it, `seed`, `data_root` and an `add_task
       mrpc: {type: classification, fields: {text: sentence1, text_b: sentence2}, data: {...}}
     train: {max_steps: 300, lr: 3e-3, batch_size: 16}
     add_task:
-      prompt: shallow        # the new task's own soft prompt: shallow, deep, prefix or none
+      prompt: shallow        # the new task's own soft prompt: shallow, deep, prefix, late or none
       prompt_length: 20      # default: the bundle's soft prompt length, else 20
       few_shot: 16           # learn from k examples per label (sampled with `seed`)
       init: reptile          # plain (the prompt kind's own start) or reptile (meta-learned)
@@ -68,7 +68,7 @@ class AddTaskConfig(Strict):
     # adapter in the bundle's per-task LoRA layers), or `auto` (lora when the bundle uses per-task
     # LoRA and no soft prompts, else prompt).
     method: Literal["auto", "prompt", "lora"] = "auto"
-    prompt: Literal["shallow", "deep", "prefix", "none"] | None = None  # default: shallow (none with lora)
+    prompt: Literal["shallow", "deep", "prefix", "late", "none"] | None = None  # default: shallow (none with lora)
     prompt_length: int | None = Field(None, ge=1, le=512)
     prompt_init: Literal["vocab", "random"] = "vocab"
     lr: float | None = Field(None, gt=0)  # the new prompt's or adapter's rate; default head_lr
@@ -88,7 +88,7 @@ class AddTaskSpec:
     config: Config  # the new task alone, with the bundle's model settings
     add: AddTaskConfig
     method: Literal["prompt", "lora"]
-    prompt: Literal["shallow", "deep", "prefix", "none"]
+    prompt: Literal["shallow", "deep", "prefix", "late", "none"]
     prompt_length: int
     path: Path
 

@@ -169,6 +169,8 @@ def check_config(cfg: Config) -> None:
             f"model.prompts.reparam: {prompts.reparam} reparameterizes per-task prompt vectors "
             f"(kinds {', '.join(VECTOR_KINDS)}), not kind {prompts.kind}"
         )
+    if prompts.layer is not None and prompts.kind != "late":
+        raise ConfigError(f"model.prompts.layer: only late prompts enter at a layer, not kind {prompts.kind}")
     if cfg.train.max_steps is not None and cfg.train.epochs is not None:
         raise ConfigError("train: give train.max_steps or train.epochs, not both (clear one with an override such as train.epochs=null)")
     if cfg.sampling.strategy not in SAMPLERS:

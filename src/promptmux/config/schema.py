@@ -146,7 +146,7 @@ class FreezeConfig(Strict):
 
 # Prompt kinds whose vectors are free parameters, one entry per task (a ParameterDict): they can be
 # reparameterized (`model.prompts.reparam`), and a task can get its own beside them (add-task).
-VECTOR_KINDS = ("shallow", "deep", "prefix")
+VECTOR_KINDS = ("shallow", "deep", "prefix", "late")
 
 
 class SoftPromptConfig(Strict):
@@ -154,20 +154,22 @@ class SoftPromptConfig(Strict):
 
     kinds: `none`; `shallow` (per-task vectors prepended to the input embeddings, prompt tuning);
     `deep` (per-task, per-layer prompt vectors at each layer's input); `prefix` (per-task key and
-    value prefixes in each layer's attention, P-tuning v2); `shared` (one shared prompt
+    value prefixes in each layer's attention, P-tuning v2); `late` (per-task vectors entering at one
+    middle layer's input, late prompt tuning); `shared` (one shared prompt
     modulated per task by a low-rank factor, multi-task prompt tuning); `generated` (prompts made by
     a small network from a learned task embedding, P_t = g(W e_t + b)).
     """
 
-    kind: Literal["none", "shallow", "deep", "prefix", "shared", "generated"] = "none"
+    kind: Literal["none", "shallow", "deep", "prefix", "late", "shared", "generated"] = "none"
     length: int = Field(20, ge=1, le=512)
+    layer: int | None = Field(None, ge=0)  # late: the layer whose input takes the prompt (default: the middle one)
     rank: int = Field(1, ge=1)  # shared: rank of each task's modulation
     task_embedding_dim: int = Field(32, ge=1)  # generated: size of e_t
     generator_hidden: int = Field(256, ge=1)  # generated: hidden width of g
     init: Literal["vocab", "random"] = "vocab"  # start from embeddings of random vocabulary tokens
     lr: float | None = Field(None, gt=0)  # prompts usually want a larger rate than the encoder
     # residual: every prompt vector passes through a small shared network with a skip connection,
-    # P' = P + MLP(P) (residual prompt tuning; kinds shallow, deep, prefix; model/prompts/reparam.py).
+    # P' = P + MLP(P) (residual prompt tuning; kinds shallow, deep, prefix, late; model/prompts/reparam.py).
     reparam: Literal["none", "residual"] = "none"
     reparam_hidden: int = Field(16, ge=1)  # residual: the network's bottleneck width
 

@@ -3,7 +3,7 @@
 A model's soft prompt module (`MultiTaskModel.prompt`) serves the tasks it was trained with. A task
 added later gets its own head and, optionally, its own soft prompt, while every old task must keep
 computing exactly what it computed before, bit for bit. Growing the old prompt module in place
-would do for some kinds (shallow, deep, prefix) but not for others (`shared` sizes its factors by the task
+would do for some kinds (shallow, deep, prefix, late) but not for others (`shared` sizes its factors by the task
 count, and a model without prompts has no module at all). So added tasks live beside the old model:
 
 - `AddedTasks` holds the added task names and one prompt module (`shallow`, `deep` or `prefix`, per-task
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from promptmux.model.multitask import MultiTaskModel
 
 # Kinds whose parameters are per task (a ParameterDict keyed by task name): a task can be added
-# without touching the values of the tasks already there.
+# without touching the values of the tasks already there. (An added late prompt enters at the
+# default layer, the middle one.)
 ADDED_PROMPT_KINDS = VECTOR_KINDS
 
 

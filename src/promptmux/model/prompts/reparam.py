@@ -8,7 +8,7 @@ slow and fragile to train on small models. Passing every prompt vector through a
 bottleneck network with a skip connection, P' = P + MLP(P), couples the positions (a gradient at
 one position moves the network that shapes all of them) and lets the optimizer find a
 low-dimensional direction that many vectors share. The paper applies it to prompts at the input;
-here it also serves per-layer prompts (`deep`, `prefix`).
+here it also serves per-layer prompts (`deep`, `prefix`) and prompts entering at a middle layer (`late`).
 
 How ours differs, and why:
 - One network for every task, layer and key/value slot (the paper trains one per prompt). Per-layer
