@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -230,6 +231,15 @@ def settings_of(args: argparse.Namespace, *skip: str) -> dict[str, Any]:
     """The parsed options a report records: all but where its files go (--tag, --results-dir) and
     the attributes named in `skip`."""
     return {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir", *skip)}
+
+
+def seed_stats(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value) and count of a result over seeds."""
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
 
 
 def loop_step_seconds(events: list[dict[str, Any]], wall: float, steps: int) -> float:

@@ -36,7 +36,7 @@ from typing import Any
 
 import common
 import yaml
-from glue5 import run_last, sampler_shares, seeds_text, stats, train_sizes
+from glue5 import run_last, sampler_shares, seeds_text, train_sizes
 
 CONLL = common.REPO / "configs" / "conll.yaml"
 AUX = ("pos", "chunk")
@@ -209,11 +209,11 @@ def build_report(
 ) -> dict[str, Any]:
     summary = {
         mode: {
-            "test": {t: stats([r["test"][t][metric_of[t]] for r in rs]) for t in rs[0]["test"]},
+            "test": {t: common.seed_stats([r["test"][t][metric_of[t]] for r in rs]) for t in rs[0]["test"]},
             "dev": {
-                t: stats([r["metrics"][t][metric_of[t]] for r in rs]) for t in rs[0]["metrics"]
+                t: common.seed_stats([r["metrics"][t][metric_of[t]] for r in rs]) for t in rs[0]["metrics"]
             },
-            "wall_min": stats([r["wall_s"] / 60 for r in rs]),
+            "wall_min": common.seed_stats([r["wall_s"] / 60 for r in rs]),
         }
         for mode, rs in runs.items()
     }

@@ -126,31 +126,23 @@ def run_last(cfg) -> dict[str, Any]:
     }
 
 
-def stats(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-    }
-
-
 def summarize(
     runs: list[dict[str, Any]], tasks: list[str], metric_of: dict[str, str]
 ) -> dict[str, Any]:
     """Per task and metric, the main-metric mean, and wall time: mean ± std over seeds."""
     from promptmux.eval.metrics import aggregate_score
 
-    out: dict[str, Any] = {"tasks": {}, "wall_min": stats([r["wall_s"] / 60 for r in runs])}
+    out: dict[str, Any] = {"tasks": {}, "wall_min": common.seed_stats([r["wall_s"] / 60 for r in runs])}
     for t in tasks:
         out["tasks"][t] = {
-            m: stats([r["metrics"][t][m] for r in runs]) for m in runs[0]["metrics"][t]
+            m: common.seed_stats([r["metrics"][t][m] for r in runs]) for m in runs[0]["metrics"][t]
         }
-    out["mean"] = stats(
+    out["mean"] = common.seed_stats(
         [aggregate_score({t: r["metrics"][t][metric_of[t]] for t in tasks}) for r in runs]
     )
     pub = [t for t in tasks if t in PUBLISHED]
     if pub:
-        out["mean_published_tasks"] = stats(
+        out["mean_published_tasks"] = common.seed_stats(
             [statistics.fmean(r["metrics"][t][metric_of[t]] for t in pub) for r in runs]
         )
     return out

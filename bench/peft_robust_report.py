@@ -6,7 +6,7 @@ import math
 import statistics
 from typing import Any
 
-from common import describe
+from common import describe, seed_stats
 
 LABELS = {
     "full": "full fine-tuning",
@@ -16,14 +16,6 @@ LABELS = {
     "student": "student, labels only",
     "student_distill": "student, distilled",
 }
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    """Mean and sample std over seeds (std 0 for one seed)."""
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-    }
 
 
 def aggregate(scores: dict[str, float]) -> float:
@@ -57,8 +49,8 @@ def summarize_training(rs: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     return {
         "seeds": len(rs),
-        "tasks": {t: stats([r["scores"][t] for r in rs]) for t in rs[0]["scores"]},
-        "mean": stats([aggregate(r["scores"]) for r in rs]),
+        "tasks": {t: seed_stats([r["scores"][t] for r in rs]) for t in rs[0]["scores"]},
+        "mean": seed_stats([aggregate(r["scores"]) for r in rs]),
         "step_s": statistics.median(r["step_s"] for r in rs),
         "wall_s": statistics.median(r["wall_s"] for r in rs),
         "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in rs),
@@ -86,10 +78,10 @@ def summarize_added(rs: list[dict[str, Any]]) -> dict[str, Any]:
         "task": task,
         "metric": main[task],
         "method": rs[0]["method"],
-        "score": stats([r["new_dev"].get(main[task], math.nan) for r in rs]),
-        "old_before": {t: stats([r["old_before"][t][main[t]] for r in rs]) for t in old},
+        "score": seed_stats([r["new_dev"].get(main[task], math.nan) for r in rs]),
+        "old_before": {t: seed_stats([r["old_before"][t][main[t]] for r in rs]) for t in old},
         "old_after": {
-            t: stats([r["old_after"].get(t, {}).get(main[t], math.nan) for r in rs]) for t in old
+            t: seed_stats([r["old_after"].get(t, {}).get(main[t], math.nan) for r in rs]) for t in old
         },
         "unchanged": {
             t: all(same_metrics(r["old_after"].get(t, {}), r["old_before"][t]) for r in rs)

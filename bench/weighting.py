@@ -101,12 +101,9 @@ def run_one(args: argparse.Namespace, strategy: str, options: dict[str, Any], se
 
 
 def summarize(runs: list[dict[str, Any]], tasks: list[str]) -> dict[str, Any]:
-    def stats(values: list[float]) -> dict[str, float]:
-        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
     return {
-        "tasks": {t: stats([r["scores"][t] for r in runs]) for t in tasks},
-        "aggregate": stats([r["aggregate"] for r in runs]),
+        "tasks": {t: common.seed_stats([r["scores"][t] for r in runs]) for t in tasks},
+        "aggregate": common.seed_stats([r["aggregate"] for r in runs]),
         "step_s": statistics.median(r["step_s"] for r in runs),
     }
 
