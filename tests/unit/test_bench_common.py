@@ -357,3 +357,12 @@ def test_prompt_tuning_merge_takes_named_methods_and_records_per_method_rates(tm
     assert rates["prefix"] == "0.003" and rates["shallow"] == "0.1"
     with pytest.raises(SystemExit, match="has no method generated"):
         module.main(["--merge", f"{a},{b}=generated", "--results-dir", str(tmp_path)])
+
+
+def test_seed_stats_is_the_mean_and_sample_sd_over_seeds(common: ModuleType) -> None:
+    assert common.seed_stats([1.0, 2.0, 6.0]) == {"mean": 3.0, "std": pytest.approx(2.6457513), "n": 3}
+    assert common.seed_stats([0.5]) == {"mean": 0.5, "std": 0.0, "n": 1}  # one seed: no spread
+    weighting = bench_module("weighting")
+    runs = [{"scores": {"a": a}, "aggregate": a, "step_s": 1.0} for a in (1.0, 3.0)]
+    summary = weighting.summarize(runs, ["a"])
+    assert summary["tasks"]["a"] == summary["aggregate"] == {"mean": 2.0, "std": pytest.approx(2**0.5), "n": 2}
