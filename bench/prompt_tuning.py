@@ -21,8 +21,10 @@ reads [u, v, |u-v|, u*v] of the two texts' token means, which a frozen sentence 
 better than the mean over both texts (1,500 steps, shallow prompts: MRPC F1 80.2 -> 82.7, RTE
 52.3 -> 55.2; bench/results/prompt_tuning-long.md vs prompt_tuning-pair.md).
 
-Late prompts take 1e-2 by default: the best of three 500-step pilots (mean normalized gain 0.44
-at 1e-2, 0.27 at 3e-3, 0.23 at 3e-2; bench/results/prompt_tuning-pilot-late-*.md).
+Deep prompts take 3e-3 by default (2,000 steps: mean gain 0.54 vs 0.05 at 3e-2;
+bench/results/prompt_tuning-s2000-deep-3e-3-merged.md vs prompt_tuning-s2000.md). Late prompts take 1e-2: the best of three
+500-step pilots (mean normalized gain 0.44 at 1e-2, 0.27 at 3e-3, 0.23 at 3e-2;
+bench/results/prompt_tuning-pilot-late-*.md).
 
 Normalized gain per task: (score - majority-class score) / (full fine-tuning - majority-class).
 
@@ -77,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init", default="vocab", choices=["vocab", "random"])
     p.add_argument("--full-lr", type=float, default=1e-4, help="encoder rate for full fine-tuning")
     p.add_argument(
-        "--prompt-lr", default="shallow=1e-1,deep=3e-2,prefix=3e-3,late=1e-2,generated=3e-3,shared=1e-1",
+        "--prompt-lr", default="shallow=1e-1,deep=3e-3,prefix=3e-3,late=1e-2,generated=3e-3,shared=1e-1",
         help="model.prompts.lr for the prompt methods: one rate, or per method (shallow=3e-2,deep=1e-2); "
         "a *-res method not named takes its kind's rate",
     )
