@@ -12,8 +12,8 @@ heads and shorter to backpropagate through.
 Mechanics (the L prompt positions sit in the sequence as for every kind, see base.py):
 - layers 0..k-1 get a pre-hook that hides the prompt positions as keys (their attention mask is
   edited for the pass), so the real tokens see exactly what they see without a prompt;
-- layer k gets the `deep` kind's pre-hook, which overwrites the prompt positions of its input with
-  the row's task prompt; from there on every token attends to it.
+- layer k gets the overwrite pre-hook deep prompts use (hooks.overwrite_inputs), which replaces the
+  prompt positions of its input with the row's task prompt; from there on every token attends to it.
 The lower layers still compute at the prompt positions, which nothing reads; the cost is L extra
 positions in those layers, as for the other kinds.
 
@@ -72,7 +72,8 @@ class LatePrompt(LayerPrompt):
         for layer in below:
             ensure_hook(layer, _HIDES, lambda m: m.register_forward_pre_hook(_hide, with_kwargs=True))
         overwrite_inputs(layers[self.layer])
-        hidden = {(_HIDES, layer): (self.length, self.attention) for layer in below}
+        hiding = _Hiding(self.length, self.attention)  # one per pass: the lower layers share its mask
+        hidden = {(_HIDES, layer): hiding for layer in below}
         return activating({**hidden, layers[self.layer]: self.vectors()[task_ids]})
 
     def extra_repr(self) -> str:
@@ -82,16 +83,29 @@ class LatePrompt(LayerPrompt):
 _HIDES = "_promptmux_late_hide_hook"
 
 
+class _Hiding:
+    """The hiding mask of one pass, built at the first lower layer and reused by the others, which
+    receive the same mask from the encoder."""
+
+    def __init__(self, length: int, attention: str) -> None:
+        self.length, self.attention = length, attention
+        self._given: torch.Tensor | None = None
+        self._built: torch.Tensor | None = None
+
+    def mask(self, given: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
+        if self._built is None or given is not self._given:
+            self._given, self._built = given, hiding_mask(given, self.length, hidden, self.attention)
+        return self._built
+
+
 def _hide(module: nn.Module, args: tuple, kwargs: dict):
     """Pre-hook of the layers below the prompt's: the first L positions are no one's keys."""
-    setting = active((_HIDES, module))
-    if setting is None:
+    hiding = active((_HIDES, module))
+    if hiding is None:
         return None
-    length, attention = setting
     hidden = args[0] if args else kwargs["hidden_states"]
     positional = len(args) > 1
-    mask = args[1] if positional else kwargs.get("attention_mask")
-    mask = hiding_mask(mask, length, hidden, attention)
+    mask = hiding.mask(args[1] if positional else kwargs.get("attention_mask"), hidden)
     if positional:
         return (args[0], mask, *args[2:]), kwargs
     return args, {**kwargs, "attention_mask": mask}
