@@ -50,10 +50,12 @@ def train(
     metrics.jsonl, tensorboard/ and results.json. Works under `accelerate launch` or `torchrun`.
     """
     from promptmux.config import load_config
+    from promptmux.train.distributed import end_process_group
     from promptmux.train.trainer import train as run
 
     cfg = load_config(config, overrides or [])
     result = run(cfg, resume=resume)  # model.kind: decoder runs go to promptmux.t2t.trainer
+    end_process_group()  # under torchrun: every process leaves the group before it exits
     _print_result(result, {t: cfg.main_metric(t) for t in cfg.tasks})
 
 

@@ -17,6 +17,7 @@ def main(argv: list[str]) -> None:
     from safetensors.torch import save_model
 
     from promptmux.config import load_config
+    from promptmux.train.distributed import end_process_group
     from promptmux.train.trainer import train
 
     config, out, overrides = Path(argv[0]), Path(argv[1]), argv[2:]
@@ -31,6 +32,7 @@ def main(argv: list[str]) -> None:
     save_model(result.model, str(out / f"rank{rank}.safetensors"))
     summary = {"rank": rank, "world_size": world, "steps": result.steps, "stopped": result.stopped}
     (out / f"rank{rank}.json").write_text(json.dumps(summary), encoding="utf-8")
+    end_process_group()
 
 
 if __name__ == "__main__":

@@ -62,14 +62,15 @@ def write_run_config(
 
 
 def subprocess_env(cache: Path) -> dict[str, str]:
-    """Environment for child processes: offline, a private encoding cache, one thread each.
+    """Environment for child processes: offline, a private encoding cache, one thread each, and no
+    library progress bars (they would bury a failing child's own messages in the captured output).
 
     One thread also makes CPU float results independent of the core count, so that a child and
     this process (see `one_thread`) compute bit-identical steps.
     """
     env = dict(os.environ)
     env.update(
-        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_HUB_DISABLE_PROGRESS_BARS="1",
         PROMPTMUX_CACHE=str(cache), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
     )
     return env

@@ -18,6 +18,7 @@ def main(plan_file: str) -> None:
     from safetensors.torch import save_model
 
     from promptmux.config import load_config
+    from promptmux.train.distributed import end_process_group
     from promptmux.train.trainer import train
 
     for config, dump in json.loads(Path(plan_file).read_text(encoding="utf-8")):
@@ -31,6 +32,7 @@ def main(plan_file: str) -> None:
         save_model(result.model, str(out / f"rank{rank}.safetensors"))
         summary = {"steps": result.steps, "stopped": result.stopped}
         (out / f"rank{rank}.json").write_text(json.dumps(summary), encoding="utf-8")
+    end_process_group()
 
 
 def gradcheck(out: Path) -> None:

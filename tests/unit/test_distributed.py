@@ -81,3 +81,26 @@ def test_two_processes_end_with_the_same_model_as_the_saved_bundle(tmp_path, tin
         with pytest.raises(TrainingError, match="written by 2 processes, this run has 1"):
             train(load_config(config), resume=True)
         assert (run / "last" / "model.safetensors").read_bytes() == before
+
+
+def test_end_process_group_leaves_the_group_and_is_a_no_op_outside_one(tmp_path):
+    import torch.distributed as dist
+
+    from promptmux.train.distributed import end_process_group
+
+    end_process_group()  # no group in this process: nothing to do, nothing raised
+    assert not dist.is_initialized()
+    # A one-process gloo group, in a child so that this process never holds one.
+    script = (
+        "import sys, torch.distributed as dist\n"
+        "from promptmux.train.distributed import end_process_group\n"
+        "dist.init_process_group('gloo', init_method=sys.argv[1], rank=0, world_size=1)\n"
+        "end_process_group()\n"
+        "print('left' if not dist.is_initialized() else 'still in the group')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, f"tcp://127.0.0.1:{free_port()}"],
+        env=subprocess_env(tmp_path / "cache"), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "left"
