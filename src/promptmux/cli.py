@@ -306,12 +306,14 @@ def demo(
     from promptmux.config import load_config
     from promptmux.eval.report import evaluate_bundle
     from promptmux.serve.predictor import Predictor
+    from promptmux.train.distributed import end_process_group
     from promptmux.train.trainer import train as run
 
     with resources.as_file(resources.files("promptmux") / "resources" / "demo.yaml") as config:
         extra = list(overrides or []) + ([f"output.dir={out}"] if out else [])
         cfg = load_config(config, extra)
     result = run(cfg)
+    end_process_group()
     _print_result(result, {t: cfg.main_metric(t) for t in cfg.tasks})
     test = evaluate_bundle(result.out_dir, "test")
     typer.echo("\nHeld-out test split (best bundle):")
