@@ -285,29 +285,55 @@ def layer_inputs_seen(model: MultiTaskModel, parts) -> list[torch.Tensor]:
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
 @pytest.mark.parametrize("layer", [0, 1])
-def test_late_prompt_is_hidden_below_its_layer_and_read_from_it(
+def test_late_prompt_joins_the_sequence_at_its_layer(
     tiny_backbone: Path, encoded, attention: str, padded: bool, layer: int
 ) -> None:
-    """Below layer k the real tokens compute exactly what they do without a prompt (the prompt
-    positions are masked out as keys); layer k's input holds each row's task prompt, and the
-    prompt then changes the output."""
+    """Layers 0..k-1 run on the text alone, exactly as without a prompt (no prompt positions at
+    all); layer k's input is each row's task prompt in front of the text's hidden states; the
+    widened mask lets a padded row compute what it computes alone; and the prompt changes the output."""
     torch.manual_seed(0)
     encoder = load_backbone(str(tiny_backbone))[0]
     encoder.config._attn_implementation = attention
     model = build_model(encoder, TASKS, head_dropout=0.0, prompts={"kind": "late", "length": L, "layer": layer}).eval()
     assert model.prompt.layer == layer
-    # Padded: rows of different lengths (the layer gets a mask); unpadded: one row per task (no mask).
+    # Padded: rows of different lengths (the layers get a mask); unpadded: one row per task (no mask).
     parts = everything(encoded) if padded else [(t, encoded[t], np.arange(1)) for t in ("a", "b")]
     seen = layer_inputs_seen(model, parts)
     batch = collate(parts, pad_id=0)
     bare = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
     real = batch.attention_mask.bool()
-    for i in range(layer + 1):  # the inputs of layers 0..k at the real tokens
-        torch.testing.assert_close(seen[i][:, L:][real], bare.hidden_states[i][real], atol=1e-5, rtol=1e-5)
+    for i in range(layer):  # below k: the bare encoder's inputs, shape and all
+        assert seen[i].shape == bare.hidden_states[i].shape
+        torch.testing.assert_close(seen[i][real], bare.hidden_states[i][real], atol=1e-5, rtol=1e-5)
+    n = batch.input_ids.size(1)
+    assert seen[layer].shape[1] == L + n and all(s.shape[1] == L + n for s in seen[layer:])
+    torch.testing.assert_close(seen[layer][:, L:][real], bare.hidden_states[layer][real], atol=1e-5, rtol=1e-5)
     for t, sl in batch.rows.items():  # layer k's input at the prompt positions: the task's prompt
         torch.testing.assert_close(seen[layer][sl, :L], model.prompt.prompts[t].expand(sl.stop - sl.start, L, 32))
+    mixed = batch_logits(model, parts)
+    if padded:
+        for t, enc, _ in parts:
+            assert_rows_alone(model, mixed, t, enc)
     without = MultiTaskModel(model.encoder, model.heads)
-    assert (batch_logits(model, parts)["a"] - batch_logits(without, parts)["a"]).abs().max() > 1e-3
+    assert (mixed["a"] - batch_logits(without, parts)["a"]).abs().max() > 1e-3
+
+
+def test_late_prompt_mask_widening_keeps_the_given_mask_and_opens_the_prompt() -> None:
+    from promptmux.model.prompts.late import entering_mask
+
+    keys = torch.tensor([[True, True, False]])  # one row, its last key padding
+    per_query = keys[:, None, None, :].expand(1, 1, 3, 3)  # [B, 1, Q, K], a row per query
+    for given in (keys[:, None, None, :], per_query):
+        wide = entering_mask(given, 2)
+        q = 1 if given.size(2) == 1 else 5
+        assert wide.shape == (1, 1, q, 5)
+        assert wide[..., :2].all()  # everyone reads the prompt
+        torch.testing.assert_close(wide[..., -given.size(2):, 2:], given)  # the text's own mask, kept
+        assert (wide[..., :, 2:] == keys).all()  # the prompt's queries read what the first query reads
+    additive = torch.zeros(1, 1, 1, 3).masked_fill(~keys[:, None, None, :], torch.finfo(torch.float32).min)
+    wide = entering_mask(additive, 2)
+    assert wide.dtype == torch.float32 and (wide[..., :2] == 0).all()
+    torch.testing.assert_close(wide[..., 2:], additive)
 
 
 def test_late_prompt_refuses_a_layer_the_encoder_lacks_and_an_unmaskable_attention(tiny_backbone: Path) -> None:

@@ -9,17 +9,18 @@ text alone, and the prompt then steers only the upper layers. On small frozen en
 prompt's signal is washed out by the many layers it must pass; entering late, it is both nearer the
 heads and shorter to backpropagate through.
 
-Mechanics (the L prompt positions sit in the sequence as for every kind, see base.py):
-- layers 0..k-1 get a pre-hook that hides the prompt positions as keys (their attention mask is
-  edited for the pass), so the real tokens see exactly what they see without a prompt;
-- layer k gets the overwrite pre-hook deep prompts use (hooks.overwrite_inputs), which replaces the
-  prompt positions of its input with the row's task prompt; from there on every token attends to it.
-The lower layers still compute at the prompt positions, which nothing reads; the cost is L extra
-positions in those layers, as for the other kinds.
+Mechanics: the text alone runs through layers 0..k-1, exactly as without a prompt (the model's
+own position ids, no extra positions); the prompt joins the sequence at layer k. A pre-hook on
+layer k puts each row's task prompt in front of its hidden states, and pre-hooks on layers k..N-1
+widen the attention mask by the L prompt keys (and, for masks with a row per query, the L prompt
+queries, which read what the row's first token reads). The output thus has the L + n positions of
+every kind (see base.py) and the heads strip the first L as usual. The lower layers never compute
+at the prompt positions, which saves L / (L + n) of their work next to shallow or deep prompts.
 
-Masks: the hook edits the mask a Hugging Face layer receives, which is a boolean (sdpa, True where
-attention is allowed) or an additive float mask (eager), or None when nothing is masked. Other
-attention implementations (flash, flex) are refused when the prompt is built.
+Masks: the hooks edit the mask a Hugging Face layer receives, which is a boolean (sdpa, True where
+attention is allowed) or an additive float mask (eager), or None when nothing is masked (then it
+stays None: every token reads every other and the prompt). Other attention implementations
+(flash, flex) are refused when the prompt is built.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from torch import nn
 from promptmux.errors import ConfigError
 from promptmux.model.backbone import encoder_layers
 from promptmux.model.prompts.base import PROMPTS
-from promptmux.model.prompts.hooks import LayerPrompt, activating, active, ensure_hook, layer_start, overwrite_inputs
+from promptmux.model.prompts.hooks import LayerPrompt, activating, active, ensure_hook, layer_start
 
-MASKABLE = ("sdpa", "eager")  # attention implementations whose masks the hiding hook can edit
+MASKABLE = ("sdpa", "eager")  # attention implementations whose masks the hooks can widen
 
 
 @PROMPTS.register("late")
 class LatePrompt(LayerPrompt):
-    """One [L, H] prompt per task, the input of layer `layer` at the prompt positions."""
+    """One [L, H] prompt per task, put in front of the text's hidden states at the input of layer `layer`."""
 
     kind = "late"
 
@@ -55,7 +56,7 @@ class LatePrompt(LayerPrompt):
         self.attention = getattr(encoder.config, "_attn_implementation", None) or "eager"
         if self.attention not in MASKABLE:
             raise ConfigError(
-                f"model.prompts.kind: late prompts hide themselves from the lower layers through the attention "
+                f"model.prompts.kind: late prompts join the sequence at their layer by widening the attention "
                 f"mask, which works with attention {' or '.join(MASKABLE)}, not {self.attention}"
             )
         self.prompts = nn.ParameterDict(
@@ -66,59 +67,81 @@ class LatePrompt(LayerPrompt):
     def from_config(cls, cfg, tasks: Sequence[str], encoder: nn.Module) -> LatePrompt:
         return cls(tasks, encoder, cfg.length, cfg.init, cfg.layer)
 
+    def encode(
+        self,
+        encoder: nn.Module,
+        rows: dict[str, slice],
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run the text through the encoder, each row's prompt joining at layer k; returns all L + n
+        positions, the prompt's first (as `SoftPrompt.encode` does)."""
+        task_ids = self.task_ids(rows, input_ids.size(0), input_ids.device)
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        with self.layer_context(encoder, task_ids):
+            return encoder(**kwargs).last_hidden_state
+
     def layer_context(self, encoder: nn.Module, task_ids: torch.Tensor) -> contextlib.AbstractContextManager:
         layers = encoder_layers(encoder)
-        below = layers[: self.layer]
-        for layer in below:
-            ensure_hook(layer, _HIDES, lambda m: m.register_forward_pre_hook(_hide, with_kwargs=True))
-        overwrite_inputs(layers[self.layer])
-        hiding = _Hiding(self.length, self.attention)  # one per pass: the lower layers share its mask
-        hidden = {(_HIDES, layer): hiding for layer in below}
-        return activating({**hidden, layers[self.layer]: self.vectors()[task_ids]})
+        upper = layers[self.layer :]
+        for layer in upper:
+            ensure_hook(layer, _ENTERS, lambda m: m.register_forward_pre_hook(_enter, with_kwargs=True))
+        entry = _Entry(self.vectors()[task_ids], upper[0])  # one per pass, shared by the upper layers
+        return activating({(_ENTERS, layer): entry for layer in upper})
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, layer={self.layer}"
 
 
-_HIDES = "_promptmux_late_hide_hook"
+_ENTERS = "_promptmux_late_enter_hook"
 
 
-class _Hiding:
-    """The hiding mask of one pass, built at the first lower layer and reused by the others, which
-    receive the same mask from the encoder."""
+class _Entry:
+    """One pass's prompt: its rows' vectors ([B, L, H]), the layer they enter at, and the widened
+    mask, built at that layer and reused by the ones above, which receive the same mask."""
 
-    def __init__(self, length: int, attention: str) -> None:
-        self.length, self.attention = length, attention
+    def __init__(self, prompts: torch.Tensor, first: nn.Module) -> None:
+        self.prompts, self.first = prompts, first
         self._given: torch.Tensor | None = None
         self._built: torch.Tensor | None = None
 
-    def mask(self, given: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
+    def mask(self, given: torch.Tensor | None) -> torch.Tensor | None:
+        if given is None:
+            return None
         if self._built is None or given is not self._given:
-            self._given, self._built = given, hiding_mask(given, self.length, hidden, self.attention)
+            self._given, self._built = given, entering_mask(given, self.prompts.size(1))
         return self._built
 
 
-def _hide(module: nn.Module, args: tuple, kwargs: dict):
-    """Pre-hook of the layers below the prompt's: the first L positions are no one's keys."""
-    hiding = active((_HIDES, module))
-    if hiding is None:
+def _enter(module: nn.Module, args: tuple, kwargs: dict):
+    """Pre-hook of layers k..N-1: layer k puts the prompt in front of the text; all of them read
+    the mask widened by the prompt positions."""
+    entry = active((_ENTERS, module))
+    if entry is None:
         return None
     hidden = args[0] if args else kwargs["hidden_states"]
-    positional = len(args) > 1
-    mask = hiding.mask(args[1] if positional else kwargs.get("attention_mask"), hidden)
-    if positional:
-        return (args[0], mask, *args[2:]), kwargs
-    return args, {**kwargs, "attention_mask": mask}
+    if module is entry.first:
+        hidden = torch.cat([entry.prompts.to(hidden.dtype), hidden], 1)
+    if len(args) > 1:  # the mask given positionally
+        return (hidden, entry.mask(args[1]), *args[2:]), kwargs
+    kwargs = dict(kwargs)
+    if "attention_mask" in kwargs:
+        kwargs["attention_mask"] = entry.mask(kwargs["attention_mask"])
+    if args:
+        return (hidden,), kwargs
+    kwargs["hidden_states"] = hidden
+    return args, kwargs
 
 
-def hiding_mask(mask: torch.Tensor | None, length: int, hidden: torch.Tensor, attention: str) -> torch.Tensor:
-    """`mask` (as the layer receives it, [B, 1, Q, K] or None) with keys 0..length-1 masked out."""
-    cols = torch.arange(hidden.size(1), device=hidden.device) < length  # [K]
-    if mask is None:  # nothing masked: start from a mask that allows everything, in the layer's format
-        if attention == "sdpa":
-            mask = torch.ones(1, 1, 1, hidden.size(1), dtype=torch.bool, device=hidden.device)
-        else:
-            mask = torch.zeros(1, 1, 1, hidden.size(1), dtype=hidden.dtype, device=hidden.device)
-    if mask.dtype == torch.bool:
-        return mask & ~cols
-    return mask.masked_fill(cols, torch.finfo(mask.dtype).min)
+def entering_mask(mask: torch.Tensor, length: int) -> torch.Tensor:
+    """`mask` ([B, 1, Q, K] as the layer receives it, Q = 1 or K) widened by `length` prompt positions
+    in front: every query may read the prompt keys, and the prompt's own queries (if the mask has a
+    row per query) read what the first query reads; boolean (True = allowed) or additive float."""
+    if mask.size(-2) > 1:
+        mask = torch.cat([mask[..., :1, :].expand(*mask.shape[:-2], length, mask.size(-1)), mask], -2)
+    allowed = torch.ones if mask.dtype == torch.bool else torch.zeros
+    keys = allowed(*mask.shape[:-1], length, dtype=mask.dtype, device=mask.device)
+    return torch.cat([keys, mask], -1)
