@@ -85,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--head-lr", default="1e-2,full=1e-3", help="train.head_lr: one rate, or per method as --prompt-lr")
     p.add_argument("--reparam-hidden", type=int, default=16, help="bottleneck width of the residual network (*-res methods)")
+    p.add_argument("--late-layer", type=int, default=None, help="model.prompts.layer of the late methods (default: the middle layer)")
     p.add_argument("--warmup", type=float, default=0.06)
     p.add_argument(
         "--pair-pooling", default="pair", choices=["pair", "mean", "cls"],
@@ -139,6 +140,8 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
         **{f"tasks.{t}.pooling": args.pair_pooling for t in args.tasks.split(",") if t in PAIR_TASKS},
         **METHODS[method],
     }
+    if args.late_layer is not None and METHODS[method].get("model.prompts.kind") == "late":
+        overrides["model.prompts.layer"] = args.late_layer
     return glue_config(args.tasks, overrides, args.set)
 
 
@@ -292,7 +295,8 @@ def markdown(report: dict[str, Any]) -> str:
 PER_METHOD = ("prompt_lr", "head_lr", "length")  # settings given per method (see per_method)
 RUN_ONLY = ("methods", "threads", "merge", "full_from")  # settings of the process, not of what a method computes
 # Settings added after reports were recorded, with the value that matches how those reports ran.
-LATER_SETTINGS = {"reparam_hidden": 16}  # (no method had a residual network then)
+LATER_SETTINGS = {"reparam_hidden": 16, "late_layer": None}  # (no method had a residual network or late prompts then)
+PROMPT_ONLY = ("late_layer",)  # settings full fine-tuning does not read: a full reference may differ in them
 
 
 def recorded_settings(report: dict[str, Any]) -> dict[str, Any]:
@@ -393,7 +397,7 @@ def full_reference(args: argparse.Namespace, methods: list[str]) -> tuple[dict[s
     report = json.loads(Path(args.full_from).read_text(encoding="utf-8"))
     if "full" not in report.get("results", {}):
         raise SystemExit(f"--full-from: {args.full_from} has no full method")
-    ignored = (*RUN_ONLY, "steps", *PER_METHOD)  # the rows, their rates and budget
+    ignored = (*RUN_ONLY, "steps", *PER_METHOD, *PROMPT_ONLY)  # the rows, their rates and budget
     mine = {k: v for k, v in vars(args).items() if k not in ("tag", "results_dir", *ignored)}
     theirs = {k: v for k, v in recorded_settings(report).items() if k not in ignored}
     differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))

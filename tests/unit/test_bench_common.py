@@ -340,6 +340,22 @@ def test_prompt_tuning_full_from_an_earlier_report_must_match_but_for_the_budget
         module.full_reference(module.parse_args(["--full-from", str(no_full)]), ["shallow"])
 
 
+def test_prompt_tuning_late_layer_reaches_only_late_methods_and_not_the_full_reference(tmp_path: Path) -> None:
+    import json
+
+    module = bench_module("prompt_tuning")
+    args = module.parse_args(["--methods", "late,late-res,deep", "--late-layer", "1"])
+    models = {m: module.build_config(args, m, tmp_path / m).model for m in ("late", "late-res", "deep")}
+    assert models["late"].prompts.layer == 1 and models["late-res"].prompts.layer == 1
+    assert models["deep"].prompts.layer is None
+    # A report from before the option (no late_layer recorded) still serves as the full reference.
+    earlier = _prompt_tuning_part({"full": 90.0})
+    del earlier["settings"]["late_layer"]
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    args = module.parse_args(["--methods", "late", "--late-layer", "2", "--full-from", str(tmp_path / "earlier.json")])
+    assert list(module.full_reference(args, ["late"])[0]) == ["full"]
+
+
 def test_prompt_tuning_merge_takes_named_methods_and_records_per_method_rates(tmp_path: Path) -> None:
     import json
 
