@@ -118,10 +118,6 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
     overrides = {
         "seed": args.seed,
         "model.max_length": args.max_length,
-        "model.prompts.length": int(per_method(str(args.length), method)),
-        "model.prompts.init": args.init,
-        "model.prompts.lr": per_method(args.prompt_lr, method),
-        "model.prompts.reparam_hidden": args.reparam_hidden,
         "sampling.mixed": True,
         "sampling.strategy": "uniform",
         "train.max_steps": args.steps,
@@ -140,6 +136,13 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
         **{f"tasks.{t}.pooling": args.pair_pooling for t in args.tasks.split(",") if t in PAIR_TASKS},
         **METHODS[method],
     }
+    if method not in PROMPTLESS:  # (the per-method rates and lengths name only prompt methods)
+        overrides.update({
+            "model.prompts.length": int(per_method(str(args.length), method)),
+            "model.prompts.init": args.init,
+            "model.prompts.lr": per_method(args.prompt_lr, method),
+            "model.prompts.reparam_hidden": args.reparam_hidden,
+        })
     if args.late_layer is not None and METHODS[method].get("model.prompts.kind") == "late":
         overrides["model.prompts.layer"] = args.late_layer
     return glue_config(args.tasks, overrides, args.set)

@@ -345,9 +345,11 @@ def test_prompt_tuning_late_layer_reaches_only_late_methods_and_not_the_full_ref
 
     module = bench_module("prompt_tuning")
     args = module.parse_args(["--methods", "late,late-res,deep", "--late-layer", "1"])
-    models = {m: module.build_config(args, m, tmp_path / m).model for m in ("late", "late-res", "deep")}
+    models = {m: module.build_config(args, m, tmp_path / m).model for m in ("late", "late-res", "deep", "full", "head")}
     assert models["late"].prompts.layer == 1 and models["late-res"].prompts.layer == 1
     assert models["deep"].prompts.layer is None
+    # The methods without prompts build (the default per-method rates name none of them).
+    assert models["full"].prompts.kind == models["head"].prompts.kind == "none"
     # A report from before the option (no late_layer recorded) still serves as the full reference.
     earlier = _prompt_tuning_part({"full": 90.0})
     del earlier["settings"]["late_layer"]
