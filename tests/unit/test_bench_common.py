@@ -298,12 +298,16 @@ def test_prompt_tuning_merge_pools_a_method_over_seeds(tmp_path: Path) -> None:
     assert report["settings"]["seed"] == "7,42"
     md = (tmp_path / "prompt_tuning-seeds.md").read_text()
     assert "| prefix (2 seeds) | 75.0 ±7.1 | 0.62 | 0.62 ±0.18 |" in md and "prefix: seeds 42, 7" in md
-    # Full fine-tuning is every gain's reference: one seed only.
-    full7 = _prompt_tuning_part({"full": 88.0})
+    # Full fine-tuning over several seeds: its mean is every gain's reference.
+    full7 = _prompt_tuning_part({"full": 80.0})
     full7["settings"]["seed"] = 7
     c.write_text(json.dumps(full7))
-    with pytest.raises(SystemExit, match="full fine-tuning from one seed"):
-        module.main(["--merge", f"{a},{c}", "--results-dir", str(tmp_path)])
+    report = module.main(["--merge", f"{a},{b},{c}", "--results-dir", str(tmp_path), "--tag", "fullseeds"])
+    assert report["results"]["full"]["metrics"]["sst2"]["accuracy"] == pytest.approx(85.0)
+    assert report["results"]["prefix"]["gain"]["sst2"] == pytest.approx((75 - 50) / (85 - 50))
+    assert report["results"]["full"]["gain_mean_per_seed"] == pytest.approx([40 / 35, 30 / 35])
+    md = (tmp_path / "prompt_tuning-fullseeds.md").read_text()
+    assert "| full (2 seeds) | 85.0 ±7.1 |" in md and "the reference, full fine-tuning, is its mean over seeds" in md
 
 
 def test_prompt_tuning_per_method_settings() -> None:
