@@ -24,7 +24,9 @@ better than the mean over both texts (1,500 steps, shallow prompts: MRPC F1 80.2
 Deep prompts take 3e-3 by default (2,000 steps: mean gain 0.54 vs 0.05 at 3e-2;
 bench/results/prompt_tuning-s2000-deep-3e-3-merged.md vs prompt_tuning-s2000.md). Late prompts take 1e-2: the best of three
 500-step pilots (mean normalized gain 0.44 at 1e-2, 0.27 at 3e-3, 0.23 at 3e-2;
-bench/results/prompt_tuning-pilot-late-*.md).
+bench/results/prompt_tuning-pilot-late-*.md). They enter at the middle layer (3 of MiniLM's 6) unless
+--late-layer says otherwise: at 2,000 steps layers 1, 2 and 3 scored 0.57, 0.53 and 0.56
+(bench/results/prompt_tuning-s2000-late-layer*.md, prompt_tuning-s2000-late.md).
 
 Normalized gain per task: (score - majority-class score) / (full fine-tuning - majority-class).
 
