@@ -113,9 +113,22 @@ class SoftPrompt(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the encoder with each row's task prompt in front; returns all L + n positions."""
+        task_ids = self.task_ids(rows, input_ids.size(0), input_ids.device)
+        with self.layer_context(encoder, task_ids):
+            return encoder(**self.encoder_inputs(encoder, task_ids, input_ids, attention_mask, token_type_ids)).last_hidden_state
+
+    def encoder_inputs(
+        self,
+        encoder: nn.Module,
+        task_ids: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+    ) -> dict[str, Any]:
+        """The encoder's arguments: the L prompt positions in front of the text (a kind whose prompt
+        joins at a later layer overrides this)."""
         batch, n = input_ids.shape
         L = self.length
-        task_ids = self.task_ids(rows, batch, input_ids.device)
         words = encoder.get_input_embeddings()(input_ids)
         prompt = self(task_ids).to(words.dtype)
         ones = attention_mask.new_ones(batch, L)
@@ -126,8 +139,7 @@ class SoftPrompt(nn.Module):
         }
         if token_type_ids is not None:
             kwargs["token_type_ids"] = torch.cat([token_type_ids.new_zeros(batch, L), token_type_ids], 1)
-        with self.layer_context(encoder, task_ids):
-            return encoder(**kwargs).last_hidden_state
+        return kwargs
 
     def position_ids(self, n: int, device: torch.device) -> torch.Tensor:
         """[1, L + n]: prompts at 1..L, real tokens at 0..n-1 as without prompts (module docstring)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,22 +68,19 @@ class LatePrompt(LayerPrompt):
     def from_config(cls, cfg, tasks: Sequence[str], encoder: nn.Module) -> LatePrompt:
         return cls(tasks, encoder, cfg.length, cfg.init, cfg.layer)
 
-    def encode(
+    def encoder_inputs(
         self,
         encoder: nn.Module,
-        rows: dict[str, slice],
+        task_ids: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Run the text through the encoder, each row's prompt joining at layer k; returns all L + n
-        positions, the prompt's first (as `SoftPrompt.encode` does)."""
-        task_ids = self.task_ids(rows, input_ids.size(0), input_ids.device)
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        token_type_ids: torch.Tensor | None,
+    ) -> dict[str, Any]:
+        """The text alone: the prompt joins at layer k (the hooks of `layer_context`)."""
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        with self.layer_context(encoder, task_ids):
-            return encoder(**kwargs).last_hidden_state
+        return kwargs
 
     def layer_context(self, encoder: nn.Module, task_ids: torch.Tensor) -> contextlib.AbstractContextManager:
         layers = encoder_layers(encoder)
