@@ -302,7 +302,21 @@ PER_METHOD = ("prompt_lr", "head_lr", "length")  # settings given per method (se
 RUN_ONLY = ("methods", "threads", "merge", "full_from")  # settings of the process, not of what a method computes
 # Settings added after reports were recorded, with the value that matches how those reports ran.
 LATER_SETTINGS = {"reparam_hidden": 16, "late_layer": None}  # (no method had a residual network or late prompts then)
-PROMPT_ONLY = ("late_layer",)  # settings full fine-tuning does not read: a full reference may differ in them
+# Settings only some prompt methods read, with the methods they reach: a full reference may differ
+# in them, and merged parts may too (the merged report records each reached method's own value).
+PROMPT_ONLY = {
+    "late_layer": lambda m: METHODS[m].get("model.prompts.kind") == "late",
+    "reparam_hidden": lambda m: "model.prompts.reparam" in METHODS[m],
+}
+
+
+def prompt_only_value(recorded: Any, method: str) -> Any:
+    """A PROMPT_ONLY setting's value for one method: as recorded, or its item of a merged `m=v,...`."""
+    if not (isinstance(recorded, str) and "=" in recorded):
+        return recorded
+    items = dict(item.split("=") for item in recorded.split(","))
+    value = items.get(method, "None")
+    return None if value == "None" else int(value)
 
 
 def recorded_settings(report: dict[str, Any]) -> dict[str, Any]:
@@ -324,10 +338,11 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     parts = [json.loads(Path(f).read_text(encoding="utf-8")) for f in files]
 
     def same(settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in settings.items() if k not in (*RUN_ONLY, "seed", *PER_METHOD)}
+        return {k: v for k, v in settings.items() if k not in (*RUN_ONLY, "seed", *PER_METHOD, *PROMPT_ONLY)}
 
     runs: dict[str, dict[int, dict[str, Any]]] = {}  # method -> seed -> result
     own: dict[str, dict[str, float]] = {key: {} for key in PER_METHOD}
+    read: dict[str, dict[str, Any]] = {}  # PROMPT_ONLY setting -> the value each method it reaches ran with
     for (f, _, wanted), part in zip(entries, parts):
         if same(recorded_settings(part)) != same(recorded_settings(parts[0])):
             raise SystemExit(f"--merge: {f} was run with other settings than {files[0]}")
@@ -346,6 +361,11 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
                     value = per_method(str(part["settings"][key]), m, recorded=True)
                     if own[key].setdefault(m, value) != value:
                         raise SystemExit(f"--merge: {f} ran {m} with {key} {value:g}, an earlier part with {own[key][m]:g}")
+            for key, reaches in PROMPT_ONLY.items():
+                if reaches(m):
+                    value = prompt_only_value(recorded_settings(part)[key], m)
+                    if read.setdefault(key, {}).setdefault(m, value) != value:
+                        raise SystemExit(f"--merge: {f} ran {m} with {key} {value}, an earlier part with {read[key][m]}")
     order = [m for m in METHODS if m in runs]  # the table's usual order, full first
     results = {m: pooled(runs[m]) for m in order}
     metric_of = parts[0]["metric_of"]
@@ -361,6 +381,9 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     for key, values in own.items():
         if values:
             settings[key] = ",".join(f"{m}={values[m]:g}" for m in order if m in values)
+    for key, values in read.items():
+        distinct = set(values.values())
+        settings[key] = distinct.pop() if len(distinct) == 1 else ",".join(f"{m}={values[m]}" for m in order if m in values)
     report = {
         **parts[0],
         "command": " ; ".join(p["command"] for p in parts) + f" ; python bench/prompt_tuning.py --merge {args.merge}",

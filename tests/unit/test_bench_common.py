@@ -279,6 +279,35 @@ def test_prompt_tuning_merge_refuses_other_settings_and_repeated_methods(tmp_pat
         module.main(["--merge", f"{a},{c}", "--results-dir", str(tmp_path)])
 
 
+def test_prompt_tuning_merge_records_each_method_s_own_prompt_only_settings(tmp_path: Path) -> None:
+    import json
+
+    module = bench_module("prompt_tuning")
+
+    def part(name: str, methods: dict[str, float], **settings) -> Path:
+        report = _prompt_tuning_part(methods)
+        report["settings"].update(settings)
+        (tmp_path / name).write_text(json.dumps(report))
+        return tmp_path / name
+
+    a = part("a.json", {"full": 90.0, "late": 80.0}, late_layer=1)  # full reads neither setting
+    b = part("b.json", {"prefix-res": 85.0}, reparam_hidden=12)
+    c = part("c.json", {"late-res": 70.0}, late_layer=1, reparam_hidden=16)
+    report = module.main(["--merge", f"{a},{b},{c}", "--results-dir", str(tmp_path), "--tag", "own"])
+    assert report["settings"]["late_layer"] == 1  # late and late-res agree
+    assert report["settings"]["reparam_hidden"] == "prefix-res=12,late-res=16"
+    # A merged report merges again: its per-method values are read back per method.
+    d = part("d.json", {"prefix-res": 86.0}, reparam_hidden=12, seed=7)
+    again = module.main(["--merge", f"{tmp_path / 'prompt_tuning-own.json'},{d}", "--results-dir", str(tmp_path)])
+    assert again["results"]["prefix-res"]["seeds"] == [42, 7] and again["settings"]["reparam_hidden"] == "prefix-res=12,late-res=16"
+    # One method run with two values of a setting it reads is refused; a method that does not read it is not.
+    e = part("e.json", {"prefix-res": 84.0}, reparam_hidden=16, seed=7)
+    with pytest.raises(SystemExit, match=f"--merge: {e} ran prefix-res with reparam_hidden 16, an earlier part with 12"):
+        module.main(["--merge", f"{a},{b},{e}", "--results-dir", str(tmp_path)])
+    f = part("f.json", {"prefix": 84.0}, late_layer=2, reparam_hidden=32)
+    assert "prefix" in module.main(["--merge", f"{a},{f}", "--results-dir", str(tmp_path)])["results"]
+
+
 def test_prompt_tuning_merge_pools_a_method_over_seeds(tmp_path: Path) -> None:
     import json
 
