@@ -213,6 +213,7 @@ def run_method(args: argparse.Namespace, method: str, root: Path) -> dict[str, A
         "trainable_share_pct": 100 * trainable / total,
         "prompt_parameters": 0 if prompt is None else sum(p.numel() for p in prompt.parameters()),
         "wall_s": wall,
+        "threads": args.threads,
         "tokens_per_s": float(sum(e["tokens_per_s"] for e in train_events) / max(1, len(train_events))),
         "loss_first": train_events[0]["loss"] if train_events else None,
         "loss_last": train_events[-1]["loss"] if train_events else None,
@@ -276,10 +277,15 @@ def markdown(report: dict[str, Any]) -> str:
         name = f"{method} ({len(r['seeds'])} seeds)" if sd else method
         scores = [f"{r['metrics'][t][metric_of[t]]:.1f}" + (f" ±{sd[t][metric_of[t]]:.1f}" if sd else "") for t in tasks]
         mean_gain = fmt(r.get("gain_mean")) + (f" ±{r['gain_mean_sd']:.2f}" if "gain_mean_sd" in r else "")
+        threads = r.get("threads_per_seed", ())
+        if len(set(threads)) > 1:  # a mean over thread counts is no one run's time: each seed's instead
+            wall = " / ".join(f"{w / 60:.1f}" for w in r["wall_s_per_seed"]) + f" min ({' / '.join(map(str, threads))} threads)"
+        else:
+            wall = f"{r['wall_s'] / 60:.1f} min"
         lines.append(
             f"| {name} | " + " | ".join(scores) + " | "
             + " | ".join(fmt(g.get(t)) for t in tasks) + f" | {mean_gain} | {r['trainable']:,} | "
-            f"{r['trainable_share_pct']:.3f}% | {r['wall_s'] / 60:.1f} min |"
+            f"{r['trainable_share_pct']:.3f}% | {wall} |"
         )
     env = report["environment"]
     pooled_seeds = [f"{m}: seeds {', '.join(map(str, r['seeds']))}" for m, r in report["results"].items() if r.get("metrics_sd")]
@@ -355,7 +361,8 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
         if twice:
             raise SystemExit(f"--merge: {f} repeats methods of an earlier part: {', '.join(twice)} (seed {seed})")
         for m in taken:
-            runs.setdefault(m, {})[seed] = part["results"][m]
+            # (results from before `threads` was recorded per method ran at their report's setting)
+            runs.setdefault(m, {})[seed] = {"threads": part["settings"]["threads"], **part["results"][m]}
             for key in ("head_lr",) if m in PROMPTLESS else PER_METHOD:
                 if key in part["settings"]:
                     value = per_method(str(part["settings"][key]), m, recorded=True)
@@ -398,7 +405,8 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
 
 def pooled(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """One method's result over seeds: every metric's mean (`metrics`) and standard deviation
-    (`metrics_sd`), the seeds' own metrics (`per_seed`), the mean wall time. One seed: as it was."""
+    (`metrics_sd`), the seeds' own metrics (`per_seed`), the mean wall time (and each seed's, with
+    its thread count, which may differ between seeds). One seed: as it was."""
     if len(by_seed) == 1:
         return next(iter(by_seed.values()))
     seeds = list(by_seed)
@@ -413,6 +421,8 @@ def pooled(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         "seeds": seeds,
         "per_seed": per_seed,
         "wall_s": statistics.fmean(by_seed[s]["wall_s"] for s in seeds),
+        "wall_s_per_seed": [by_seed[s]["wall_s"] for s in seeds],
+        "threads_per_seed": [by_seed[s].get("threads") for s in seeds],
     }
 
 

@@ -327,6 +327,17 @@ def test_prompt_tuning_merge_pools_a_method_over_seeds(tmp_path: Path) -> None:
     assert report["settings"]["seed"] == "7,42"
     md = (tmp_path / "prompt_tuning-seeds.md").read_text()
     assert "| prefix (2 seeds) | 75.0 ±7.1 | 0.62 | 0.62 ±0.18 |" in md and "prefix: seeds 42, 7" in md
+    row = next(line for line in md.splitlines() if line.startswith("| prefix (2 seeds)"))
+    assert row.endswith("| 10 | 10.000% | 1.0 min |")  # one thread count: the mean wall time
+    # Seeds run at other thread counts: each seed's wall time with its count, not their mean.
+    other["settings"]["seed"], other["settings"]["threads"] = 3, 2
+    other["results"]["prefix"]["wall_s"] = 30.0
+    c.write_text(json.dumps(other))
+    report = module.main(["--merge", f"{a},{c}", "--results-dir", str(tmp_path), "--tag", "threads"])
+    assert report["results"]["prefix"]["threads_per_seed"] == [1, 2]
+    md = (tmp_path / "prompt_tuning-threads.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| prefix (2 seeds)"))
+    assert row.endswith("| 1.0 / 0.5 min (1 / 2 threads) |")
     # Full fine-tuning over several seeds: its mean is every gain's reference.
     full7 = _prompt_tuning_part({"full": 80.0})
     full7["settings"]["seed"] = 7
