@@ -392,6 +392,8 @@ def test_prompt_tuning_late_layer_reaches_only_late_methods_and_not_the_full_ref
     models = {m: module.build_config(args, m, tmp_path / m).model for m in ("late", "late-res", "deep", "full", "head")}
     assert models["late"].prompts.layer == 1 and models["late-res"].prompts.layer == 1
     assert models["deep"].prompts.layer is None
+    # Late prompts take 32 vectors by default (the most inside 0.2% of MiniLM), under the residual network 20.
+    assert (models["late"].prompts.length, models["late-res"].prompts.length, models["deep"].prompts.length) == (32, 20, 20)
     # The methods without prompts build (the default per-method rates name none of them).
     assert models["full"].prompts.kind == models["head"].prompts.kind == "none"
     # A report from before the option (no late_layer recorded) still serves as the full reference.
