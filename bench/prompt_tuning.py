@@ -27,7 +27,7 @@ bench/results/prompt_tuning-s2000-deep-3e-3-merged.md vs prompt_tuning-s2000.md)
 bench/results/prompt_tuning-pilot-late-*.md). They enter at the middle layer (3 of MiniLM's 6) unless
 --late-layer says otherwise: at 2,000 steps layers 1, 2 and 3 scored 0.57, 0.53 and 0.56
 (bench/results/prompt_tuning-s2000-late-layer*.md, prompt_tuning-s2000-late.md). They take 32 vectors,
-the most inside the 0.2% budget with the heads (0.194%): at 5,000 steps 0.82 ± 0.13 against 0.69 ± 0.05
+the most inside the 0.2% budget with the heads (0.194%): at 5,000 steps 0.79 ± 0.11 against 0.69 ± 0.05
 with 20 (bench/results/prompt_tuning-s5000-L32.md, prompt_tuning-s5000-all.md).
 
 Normalized gain per task: (score - majority-class score) / (full fine-tuning - majority-class).
