@@ -147,7 +147,7 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
             "model.prompts.lr": per_method(args.prompt_lr, method),
             "model.prompts.reparam_hidden": args.reparam_hidden,
         })
-    if args.late_layer is not None and METHODS[method].get("model.prompts.kind") == "late":
+    if args.late_layer is not None and PROMPT_ONLY["late_layer"](method):
         overrides["model.prompts.layer"] = args.late_layer
     return glue_config(args.tasks, overrides, args.set)
 
@@ -351,8 +351,10 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, dict[int, dict[str, Any]]] = {}  # method -> seed -> result
     own: dict[str, dict[str, float]] = {key: {} for key in PER_METHOD}
     read: dict[str, dict[str, Any]] = {}  # PROMPT_ONLY setting -> the value each method it reaches ran with
+    first = same(recorded_settings(parts[0]))
     for (f, _, wanted), part in zip(entries, parts):
-        if same(recorded_settings(part)) != same(recorded_settings(parts[0])):
+        recorded = recorded_settings(part)
+        if same(recorded) != first:
             raise SystemExit(f"--merge: {f} was run with other settings than {files[0]}")
         taken = wanted.split("+") if wanted else list(part["results"])
         missing = sorted(set(taken) - set(part["results"]))
@@ -372,7 +374,7 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
                         raise SystemExit(f"--merge: {f} ran {m} with {key} {value:g}, an earlier part with {own[key][m]:g}")
             for key, reaches in PROMPT_ONLY.items():
                 if reaches(m):
-                    value = prompt_only_value(recorded_settings(part)[key], m)
+                    value = prompt_only_value(recorded[key], m)
                     if read.setdefault(key, {}).setdefault(m, value) != value:
                         raise SystemExit(f"--merge: {f} ran {m} with {key} {value}, an earlier part with {read[key][m]}")
     order = [m for m in METHODS if m in runs]  # the table's usual order, full first
