@@ -15,6 +15,8 @@ step (no best-of-evaluations picking on the dev set):
     shallow-res, deep-res, prefix-res, late-res
                the same kinds with `reparam: residual` (one small shared network with a skip
                connection shapes every prompt vector; --reparam-hidden wide)
+    late-inst  late prompts plus each row's own term made from its text at the prompt's layer
+               (`instance_hidden`, instance-aware late prompts; --instance-hidden wide)
 
 Text-pair tasks (MRPC, RTE) use `--pair-pooling` in every method: `pair` by default, i.e. the head
 reads [u, v, |u-v|, u*v] of the two texts' token means, which a frozen sentence encoder serves far
@@ -69,6 +71,7 @@ METHODS: dict[str, dict[str, Any]] = {
 PROMPTLESS = ("full", "head")  # methods without soft prompts (no prompt rate or length)
 RESIDUAL = "-res"  # suffix of the methods whose prompts take `reparam: residual`
 METHODS.update({f"{k}{RESIDUAL}": {**METHODS[k], "model.prompts.reparam": "residual"} for k in ("shallow", "deep", "prefix", "late")})
+METHODS["late-inst"] = {**METHODS["late"], "model.prompts.instance_hidden": 16}  # the width from --instance-hidden
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--head-lr", default="1e-2,full=1e-3", help="train.head_lr: one rate, or per method as --prompt-lr")
     p.add_argument("--reparam-hidden", type=int, default=16, help="bottleneck width of the residual network (*-res methods)")
+    p.add_argument("--instance-hidden", type=int, default=16, help="bottleneck width of the instance term (late-inst)")
     p.add_argument("--late-layer", type=int, default=None, help="model.prompts.layer of the late methods (default: the middle layer)")
     p.add_argument("--warmup", type=float, default=0.06)
     p.add_argument(
@@ -149,20 +153,22 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
         })
     if args.late_layer is not None and PROMPT_ONLY["late_layer"](method):
         overrides["model.prompts.layer"] = args.late_layer
+    if PROMPT_ONLY["instance_hidden"](method):
+        overrides["model.prompts.instance_hidden"] = args.instance_hidden
     return glue_config(args.tasks, overrides, args.set)
 
 
 def per_method(spec: str, method: str, recorded: bool = False) -> float:
     """`3e-2` for every method, or `1e-2,full=1e-3`, or `20,prefix=15`.
 
-    A method not named takes its kind's value (`prefix-res` takes `prefix`'s), else the item
+    A method not named takes its kind's value (`prefix-res` takes `prefix`'s, `late-inst` `late`'s), else the item
     without a name; with neither it is an error. Runs recorded before that rule (`recorded`, when
     reading a report's settings) gave such a method the last value named.
     """
     items = [item.strip() for item in spec.split(",")]
     named = {k.strip(): float(v) for k, v in (item.split("=") for item in items if "=" in item)}
     plain = [float(item) for item in items if "=" not in item]
-    for name in (method, method.removesuffix(RESIDUAL)):
+    for name in (method, method.split("-")[0]):
         if name in named:
             return named[name]
     if plain:
@@ -289,15 +295,17 @@ def markdown(report: dict[str, Any]) -> str:
             + " | ".join(fmt(g.get(t)) for t in tasks) + f" | {mean_gain} | {r['trainable']:,} | "
             f"{r['trainable_share_pct']:.3f}% | {wall} |"
         )
-    env = report["environment"]
     pooled_seeds = [f"{m}: seeds {', '.join(map(str, r['seeds']))}" for m, r in report["results"].items() if r.get("metrics_sd")]
     if pooled_seeds:
         text = f"Methods over several seeds show the mean ± the standard deviation over seeds ({'; '.join(pooled_seeds)})"
         reference = "; the reference, full fine-tuning, is its mean over seeds" if report["results"].get("full", {}).get("metrics_sd") else ""
         lines += ["", text + "; gains are of the mean scores" + reference + "."]
+    machines = report.get("machines", ())
+    if len(machines) > 1:  # a merged report: each part ran on its own, maybe with other threads or commits
+        lines += ["", "Machines, per part:", *(f"- {m['file']}: {describe(m['environment'])}" for m in machines)]
+    else:
+        lines += ["", describe(report["environment"])]
     lines += [
-        "",
-        describe(env),
         "",
         "Settings: " + ", ".join(f"{k}={v}" for k, v in report["settings"].items()),
     ]
@@ -309,12 +317,14 @@ def markdown(report: dict[str, Any]) -> str:
 PER_METHOD = ("prompt_lr", "head_lr", "length")  # settings given per method (see per_method)
 RUN_ONLY = ("methods", "threads", "merge", "full_from")  # settings of the process, not of what a method computes
 # Settings added after reports were recorded, with the value that matches how those reports ran.
-LATER_SETTINGS = {"reparam_hidden": 16, "late_layer": None}  # (no method had a residual network or late prompts then)
+# (no method had a residual network, late prompts or an instance term then)
+LATER_SETTINGS = {"reparam_hidden": 16, "late_layer": None, "instance_hidden": 16}
 # Settings only some prompt methods read, with the methods they reach: a full reference may differ
 # in them, and merged parts may too (the merged report records each reached method's own value).
 PROMPT_ONLY = {
     "late_layer": lambda m: METHODS[m].get("model.prompts.kind") == "late",
     "reparam_hidden": lambda m: "model.prompts.reparam" in METHODS[m],
+    "instance_hidden": lambda m: "model.prompts.instance_hidden" in METHODS[m],
 }
 
 
@@ -401,10 +411,16 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
         "settings": settings,
         "results": results,
         "environment": {**parts[0]["environment"], "parallel_processes": len(parts)},
+        "machines": [m for f, part in zip(files, parts) for m in machines_of(f, part)],
     }
     stem = "prompt_tuning" + (f"-{args.tag}" if args.tag else "")
     write_report(Path(args.results_dir), stem, report, markdown(report))
     return report
+
+
+def machines_of(file: str, part: dict[str, Any]) -> list[dict[str, Any]]:
+    """The machine of each run behind a report: its own, or a merged report's list of its parts'."""
+    return part.get("machines") or [{"file": Path(file).name, "environment": part["environment"]}]
 
 
 def pooled(by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:

@@ -261,6 +261,13 @@ def test_prompt_tuning_merges_parallel_parts_and_scores_gains_against_full(tmp_p
     md = (tmp_path / "prompt_tuning-merged.md").read_text()
     assert "| shallow | 86.0 | 0.90 |" in md and "fp32 (no native bf16, precision auto)" in md
     assert report["environment"]["parallel_processes"] == 2
+    # each part's own machine line: here the parts ran with 1 and 2 threads
+    assert "- a.json: Machine: test, 2 cores" in md and "(1 threads)" in md.split("- b.json")[0]
+    assert "- b.json: Machine: test, 2 cores" in md and "(2 threads)" in md.split("- b.json")[1]
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps(_prompt_tuning_part({"prefix": 70.0})))
+    again = module.main(["--merge", f"{tmp_path / 'prompt_tuning-merged.json'},{c}", "--results-dir", str(tmp_path)])
+    assert [m["file"] for m in again["machines"]] == ["a.json", "b.json", "c.json"]  # a merged part brings its parts'
 
 
 def test_prompt_tuning_merge_refuses_other_settings_and_repeated_methods(tmp_path: Path) -> None:

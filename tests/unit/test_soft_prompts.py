@@ -34,8 +34,9 @@ from promptmux.train.setup import build_optimizer
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 KINDS = ["shallow", "deep", "prefix", "late", "shared", "generated"]
-# Every kind, and the kinds with free per-task vectors once more with `reparam: residual`.
-VARIANTS = [*KINDS, *(f"{kind}+residual" for kind in VECTOR_KINDS)]
+# Every kind, the kinds with free per-task vectors once more with `reparam: residual`, and late
+# prompts with their instance-aware term (`instance_hidden`).
+VARIANTS = [*KINDS, *(f"{kind}+residual" for kind in VECTOR_KINDS), "late+instance"]
 L = 4
 
 # Two classification tasks with the same label count (so heads can be made identical), and a token
@@ -49,21 +50,25 @@ def encoded(tiny_backbone: Path):
 
 
 def prompt_spec(variant: str) -> dict:
-    """`model.prompts` settings for a variant: a kind, or `kind+residual`."""
-    kind, _, reparam = variant.partition("+")
-    return {"kind": kind, "length": L, "rank": 2, **({"reparam": reparam, "reparam_hidden": 8} if reparam else {})}
+    """`model.prompts` settings for a variant: a kind, `kind+residual` or `late+instance`."""
+    kind, _, extra = variant.partition("+")
+    spec = {"kind": kind, "length": L, "rank": 2}
+    if extra == "instance":
+        return {**spec, "instance_hidden": 8}
+    return {**spec, **({"reparam": extra, "reparam_hidden": 8} if extra else {})}
 
 
 def make_model(tiny_backbone: Path, variant: str, seed: int = 0) -> MultiTaskModel:
-    """A model with `variant`'s prompts. A residual network starts as the identity (its `up` is
-    zero), so here it gets random values: the tests then see what a trained network does."""
+    """A model with `variant`'s prompts. A residual network or an instance term starts at zero
+    (its `up` is zero), so here it gets random values: the tests then see what a trained one does."""
     torch.manual_seed(seed)
     encoder = load_backbone(str(tiny_backbone))[0]
     model = build_model(encoder, TASKS, head_dropout=0.0, prompts=prompt_spec(variant)).eval()
-    if model.prompt.reparam is not None:
-        with torch.no_grad():
-            model.prompt.reparam.up.weight.normal_(0.0, 0.5)
-            model.prompt.reparam.up.bias.normal_(0.0, 0.5)
+    for network in (model.prompt.reparam, getattr(model.prompt, "instance", None)):
+        if network is not None:
+            with torch.no_grad():
+                network.up.weight.normal_(0.0, 0.5)
+                network.up.bias.normal_(0.0, 0.5)
     return model
 
 
@@ -347,6 +352,48 @@ def test_late_prompt_refuses_a_layer_the_encoder_lacks_and_an_unmaskable_attenti
         build_model(encoder, TASKS, head_dropout=0.0, prompts={"kind": "late", "length": L})
 
 
+def test_segment_means_pool_only_real_tokens_as_adaptive_average_pooling_cuts_them() -> None:
+    from promptmux.model.prompts.late import real_tokens, segment_means
+
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 9, 3)
+    for n in (9, 5, 2):  # longer and shorter than L = 4 (segments then repeat tokens)
+        expected = torch.nn.functional.adaptive_avg_pool1d(hidden[:, :n].transpose(1, 2), 4).transpose(1, 2)
+        real = torch.arange(9)[None] < n
+        torch.testing.assert_close(segment_means(hidden, real, 4), expected)
+        # the same row left-padded: padding never enters, whatever its values or place
+        shifted = torch.cat([torch.full((1, 9 - n, 3), 1e4), hidden[:, :n]], 1)
+        torch.testing.assert_close(segment_means(shifted, real.flip(1), 4), expected)
+    keys = torch.tensor([[True, True, False]])
+    additive = torch.zeros(1, 1, 3, 3).masked_fill(~keys[:, None, None, :], torch.finfo(torch.float32).min)
+    for mask in (keys[:, None, None, :], additive):  # the masks layers receive, boolean or additive
+        assert real_tokens(mask, torch.zeros(1, 3, 2)).tolist() == [[True, True, False]]
+    assert real_tokens(None, torch.zeros(2, 3, 2)).all()
+
+
+def test_instance_aware_late_prompt_starts_static_and_gives_each_text_its_own_prompt(
+    tiny_backbone: Path, encoded
+) -> None:
+    """At the start (`up` zero) the prompt is the static late prompt; once trained, rows of one task
+    with different texts enter with different prompts, and the same text with the same one."""
+    fresh = build_model(load_backbone(str(tiny_backbone))[0], TASKS, 0.0, prompts=prompt_spec("late+instance")).eval()
+    static = build_model(load_backbone(str(tiny_backbone))[0], TASKS, 0.0, prompts=prompt_spec("late")).eval()
+    assert fresh.prompt.instance is not None and static.prompt.instance is None
+    static.load_state_dict({k: v for k, v in fresh.state_dict().items() if ".instance." not in k})
+    parts = everything(encoded)
+    for t, logits in batch_logits(fresh, parts).items():
+        torch.testing.assert_close(logits, batch_logits(static, parts)[t])
+    trained = make_model(tiny_backbone, "late+instance")  # `up` random, as after training
+    rows = [("a", encoded["a"], np.arange(len(encoded["a"])))]
+    seen = layer_inputs_seen(trained, rows)[trained.prompt.layer][:, :L]
+    assert (seen[0] - seen[1]).abs().max() > 1e-3  # two texts, two prompts
+    twice = layer_inputs_seen(trained, [("a", encoded["a"], np.array([1, 1]))])[trained.prompt.layer][:, :L]
+    torch.testing.assert_close(twice[0], twice[1])
+    torch.testing.assert_close(twice[0], seen[1])  # and a text's prompt is its own, whatever its company
+    n = sum(p.numel() for p in trained.prompt.instance.parameters())
+    assert n == 2 * 32 * 8 + 8 + 32  # down and up of the bottleneck, shared by every task
+
+
 def test_prefix_refuses_an_encoder_without_key_and_value_projections(tiny_backbone: Path) -> None:
     from promptmux.errors import ConfigError
     from promptmux.model.backbone import encoder_layers
@@ -485,7 +532,7 @@ def test_bundle_records_the_prompt_settings(run: TrainedRun) -> None:
     reparam = {"reparam": "residual", "reparam_hidden": 8} if "+residual" in run.name else {"reparam": "none", "reparam_hidden": 16}
     assert meta["settings"]["prompts"] == {
         "kind": run.kind, "length": L, "layer": None, "rank": 2, "task_embedding_dim": 32, "generator_hidden": 256,
-        "init": "vocab", **reparam,
+        "init": "vocab", "instance_hidden": 8 if "+instance" in run.name else None, **reparam,
     }
 
 

@@ -171,6 +171,11 @@ def check_config(cfg: Config) -> None:
         )
     if prompts.layer is not None and prompts.kind != "late":
         raise ConfigError(f"model.prompts.layer: only late prompts enter at a layer, not kind {prompts.kind}")
+    if prompts.instance_hidden is not None and prompts.kind != "late":
+        raise ConfigError(
+            f"model.prompts.instance_hidden: instance-aware prompts are made at the late prompt's layer "
+            f"(kind late), not for kind {prompts.kind}"
+        )
     if cfg.train.max_steps is not None and cfg.train.epochs is not None:
         raise ConfigError("train: give train.max_steps or train.epochs, not both (clear one with an override such as train.epochs=null)")
     if cfg.sampling.strategy not in SAMPLERS:

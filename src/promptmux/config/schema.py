@@ -163,6 +163,9 @@ class SoftPromptConfig(Strict):
     kind: Literal["none", "shallow", "deep", "prefix", "late", "shared", "generated"] = "none"
     length: int = Field(20, ge=1, le=512)
     layer: int | None = Field(None, ge=0)  # late: the layer whose input takes the prompt (default: the middle one)
+    # late: width of a shared network that adds to each row's prompt a term made from its own text
+    # at that layer (instance-aware late prompts; model/prompts/late.py); None: the task's vectors alone
+    instance_hidden: int | None = Field(None, ge=1)
     rank: int = Field(1, ge=1)  # shared: rank of each task's modulation
     task_embedding_dim: int = Field(32, ge=1)  # generated: size of e_t
     generator_hidden: int = Field(256, ge=1)  # generated: hidden width of g

@@ -40,7 +40,7 @@ PROMPTS: Registry[type[SoftPrompt]] = Registry("soft prompt kind")
 
 # Settings that decide a prompt module's shape; recorded in bundle.json so that a bundle rebuilds
 # the same module (the learned values come from model.safetensors).
-SHAPE_KEYS = ("kind", "length", "layer", "rank", "task_embedding_dim", "generator_hidden", "init", "reparam", "reparam_hidden")
+SHAPE_KEYS = ("kind", "length", "layer", "instance_hidden", "rank", "task_embedding_dim", "generator_hidden", "init", "reparam", "reparam_hidden")
 
 
 class SoftPrompt(nn.Module):

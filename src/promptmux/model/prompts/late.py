@@ -17,6 +17,15 @@ queries, which read what the row's first token reads). The output thus has the L
 every kind (see base.py) and the heads strip the first L as usual. The lower layers never compute
 at the prompt positions, which saves L / (L + n) of their work next to shallow or deep prompts.
 
+Instance-aware late prompts (`model.prompts.instance_hidden: r`, the paper's prompt generator):
+each row's prompt is its task's vectors plus a term computed from the row's own text at layer k,
+P(x) = P_t + s · up(gelu(down(pool(h_k(x)) / s))). `pool` cuts the row's real tokens into L
+contiguous segments, as adaptive average pooling does, and averages each, so position i of the
+prompt reads the i-th stretch of the text; padding never enters it. The bottleneck (2·H·r + H + r
+parameters) is one network for every task: the task vectors carry which task a row is, the network
+what this row's text says. `s`, the RMS of layer k's input at the start, keeps the network
+scale-free; `up` starts at zero, so training starts from the static late prompt.
+
 Masks: the hooks edit the mask a Hugging Face layer receives, which is a boolean (sdpa, True where
 attention is allowed) or an additive float mask (eager), or None when nothing is masked (then it
 stays None: every token reads every other and the prompt). Other attention implementations
@@ -47,7 +56,13 @@ class LatePrompt(LayerPrompt):
     kind = "late"
 
     def __init__(
-        self, tasks: Sequence[str], encoder: nn.Module, length: int, init: str = "vocab", layer: int | None = None
+        self,
+        tasks: Sequence[str],
+        encoder: nn.Module,
+        length: int,
+        init: str = "vocab",
+        layer: int | None = None,
+        instance_hidden: int | None = None,
     ) -> None:
         super().__init__(tasks, encoder, length, init)
         n = len(encoder_layers(encoder))
@@ -60,13 +75,13 @@ class LatePrompt(LayerPrompt):
                 f"model.prompts.kind: late prompts join the sequence at their layer by widening the attention "
                 f"mask, which works with attention {' or '.join(MASKABLE)}, not {self.attention}"
             )
-        self.prompts = nn.ParameterDict(
-            {t: nn.Parameter(layer_start(encoder, length, init)[self.layer].clone()) for t in self.tasks}
-        )
+        start = layer_start(encoder, length, init)[self.layer]
+        self.prompts = nn.ParameterDict({t: nn.Parameter(start.clone()) for t in self.tasks})
+        self.instance = None if instance_hidden is None else InstanceTerm(self.hidden, instance_hidden, length, start)
 
     @classmethod
     def from_config(cls, cfg, tasks: Sequence[str], encoder: nn.Module) -> LatePrompt:
-        return cls(tasks, encoder, cfg.length, cfg.init, cfg.layer)
+        return cls(tasks, encoder, cfg.length, cfg.init, cfg.layer, cfg.instance_hidden)
 
     def encoder_inputs(
         self,
@@ -87,11 +102,64 @@ class LatePrompt(LayerPrompt):
         upper = layers[self.layer :]
         for layer in upper:
             ensure_hook(layer, _ENTERS, lambda m: m.register_forward_pre_hook(_enter, with_kwargs=True))
-        entry = _Entry(self.vectors()[task_ids], upper[0])  # one per pass, shared by the upper layers
+        entry = _Entry(self.vectors()[task_ids], upper[0], self.instance)  # one per pass, shared by the upper layers
         return activating({(_ENTERS, layer): entry for layer in upper})
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, layer={self.layer}"
+
+
+class InstanceTerm(nn.Module):
+    """A row's own addition to its task's late prompt, from its text's hidden states at the layer:
+    s · up(gelu(down(pool(h) / s))), [B, L, H] (module docstring).
+
+    Args:
+        hidden: the hidden size H.
+        bottleneck: the network's width r.
+        length: the prompt length L (the number of segments pooled).
+        start: the layer's input at the start ([L, H]); its RMS is the scale s.
+    """
+
+    def __init__(self, hidden: int, bottleneck: int, length: int, start: torch.Tensor) -> None:
+        super().__init__()
+        self.length = length
+        self.down = nn.Linear(hidden, bottleneck)
+        self.up = nn.Linear(bottleneck, hidden)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        self.register_buffer("scale", start.detach().float().pow(2).mean().sqrt().clamp_min(1e-6))  # kept in the bundle
+
+    def forward(self, hidden: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        pooled = segment_means(hidden, real, self.length)
+        scale = self.scale.to(pooled.dtype)
+        return scale * self.up(nn.functional.gelu(self.down(pooled / scale)))
+
+    def extra_repr(self) -> str:
+        return f"length={self.length}"
+
+
+def segment_means(hidden: torch.Tensor, real: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, L, H]: each row's real tokens (`real`, [B, n] bool) cut into L contiguous segments as
+    adaptive average pooling cuts n positions (segment i spans floor(i·n/L) to ceil((i+1)·n/L), so
+    segments of a row shorter than L repeat its tokens), each segment averaged."""
+    place = real.long().cumsum(1) - 1  # a real token's index among its row's real tokens
+    n = real.sum(1, keepdim=True)  # [B, 1]
+    i = torch.arange(length, device=hidden.device)
+    begin = (i * n) // length  # [B, L]
+    end = -((-(i + 1) * n) // length)  # ceil((i + 1)·n / L)
+    inside = real[:, None, :] & (place[:, None, :] >= begin[..., None]) & (place[:, None, :] < end[..., None])
+    weights = inside.to(hidden.dtype) / inside.sum(-1, keepdim=True).clamp_min(1).to(hidden.dtype)
+    return weights @ hidden
+
+
+def real_tokens(mask: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
+    """[B, n] True at the real tokens, read from the mask a layer receives ([B, 1, Q, n], boolean or
+    additive; any query row of a bidirectional encoder reads every real key); None: all are real."""
+    if mask is None:
+        return torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+    row = mask[:, 0, 0, :] if mask.dim() == 4 else mask
+    real = row if row.dtype == torch.bool else row == 0
+    return real.expand(hidden.size(0), -1)
 
 
 _ENTERS = "_promptmux_late_enter_hook"
@@ -101,8 +169,8 @@ class _Entry:
     """One pass's prompt: its rows' vectors ([B, L, H]), the layer they enter at, and the widened
     mask, built at that layer and reused by the ones above, which receive the same mask."""
 
-    def __init__(self, prompts: torch.Tensor, first: nn.Module) -> None:
-        self.prompts, self.first = prompts, first
+    def __init__(self, prompts: torch.Tensor, first: nn.Module, instance: InstanceTerm | None = None) -> None:
+        self.prompts, self.first, self.instance = prompts, first, instance
         self._given: torch.Tensor | None = None
         self._built: torch.Tensor | None = None
 
@@ -121,10 +189,14 @@ def _enter(module: nn.Module, args: tuple, kwargs: dict):
     if entry is None:
         return None
     hidden = args[0] if args else kwargs["hidden_states"]
+    given = args[1] if len(args) > 1 else kwargs.get("attention_mask")
     if module is entry.first:
-        hidden = torch.cat([entry.prompts.to(hidden.dtype), hidden], 1)
+        prompts = entry.prompts
+        if entry.instance is not None:
+            prompts = prompts + entry.instance(hidden, real_tokens(given, hidden))
+        hidden = torch.cat([prompts.to(hidden.dtype), hidden], 1)
     if len(args) > 1:  # the mask given positionally
-        return (hidden, entry.mask(args[1]), *args[2:]), kwargs
+        return (hidden, entry.mask(given), *args[2:]), kwargs
     kwargs = dict(kwargs)
     if "attention_mask" in kwargs:
         kwargs["attention_mask"] = entry.mask(kwargs["attention_mask"])
