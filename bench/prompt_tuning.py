@@ -92,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--head-lr", default="1e-2,full=1e-3", help="train.head_lr: one rate, or per method as --prompt-lr")
     p.add_argument("--reparam-hidden", type=int, default=16, help="bottleneck width of the residual network (*-res methods)")
+    p.add_argument("--network-lr", type=float, default=None, help="model.prompts.network_lr of the *-res and *-inst methods (default: their prompt rate)")
     p.add_argument("--instance-hidden", type=int, default=16, help="bottleneck width of the instance term (late-inst)")
     p.add_argument("--late-layer", type=int, default=None, help="model.prompts.layer of the late methods (default: the middle layer)")
     p.add_argument("--warmup", type=float, default=0.06)
@@ -155,6 +156,8 @@ def build_config(args: argparse.Namespace, method: str, out: Path):
         overrides["model.prompts.layer"] = args.late_layer
     if PROMPT_ONLY["instance_hidden"](method):
         overrides["model.prompts.instance_hidden"] = args.instance_hidden
+    if args.network_lr is not None and PROMPT_ONLY["network_lr"](method):
+        overrides["model.prompts.network_lr"] = args.network_lr
     return glue_config(args.tasks, overrides, args.set)
 
 
@@ -318,13 +321,14 @@ PER_METHOD = ("prompt_lr", "head_lr", "length")  # settings given per method (se
 RUN_ONLY = ("methods", "threads", "merge", "full_from")  # settings of the process, not of what a method computes
 # Settings added after reports were recorded, with the value that matches how those reports ran.
 # (no method had a residual network, late prompts or an instance term then)
-LATER_SETTINGS = {"reparam_hidden": 16, "late_layer": None, "instance_hidden": 16}
+LATER_SETTINGS = {"reparam_hidden": 16, "late_layer": None, "instance_hidden": 16, "network_lr": None}
 # Settings only some prompt methods read, with the methods they reach: a full reference may differ
 # in them, and merged parts may too (the merged report records each reached method's own value).
 PROMPT_ONLY = {
     "late_layer": lambda m: METHODS[m].get("model.prompts.kind") == "late",
     "reparam_hidden": lambda m: "model.prompts.reparam" in METHODS[m],
     "instance_hidden": lambda m: "model.prompts.instance_hidden" in METHODS[m],
+    "network_lr": lambda m: "model.prompts.reparam" in METHODS[m] or "model.prompts.instance_hidden" in METHODS[m],
 }
 
 
@@ -334,7 +338,9 @@ def prompt_only_value(recorded: Any, method: str) -> Any:
         return recorded
     items = dict(item.split("=") for item in recorded.split(","))
     value = items.get(method, "None")
-    return None if value == "None" else int(value)
+    if value == "None":
+        return None
+    return int(value) if value.isdigit() else float(value)
 
 
 def recorded_settings(report: dict[str, Any]) -> dict[str, Any]:

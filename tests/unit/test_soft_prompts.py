@@ -477,6 +477,20 @@ def test_prompts_get_their_own_rate_and_no_weight_decay(tiny_backbone: Path, tmp
     assert len(placed) == len(prompt_ids) and set(placed) == {(expected, 0.0)}
 
 
+@pytest.mark.parametrize("spec", [{"reparam": "residual"}, {"kind": "late", "instance_hidden": 4}], ids=["residual", "instance"])
+def test_prompt_networks_take_network_lr_and_the_vectors_keep_theirs(tiny_backbone: Path, tmp_path: Path, spec) -> None:
+    tasks = write_tasks(tmp_path, ["sentiment"])
+    prompts = {"kind": "shallow", "length": L, "lr": 0.3, "network_lr": 0.002, **spec}
+    cfg = config_from_dict(tiny_config(tiny_backbone, tasks, tmp_path / "run", model={"prompts": prompts}), base_dir=tmp_path)
+    info = TaskInfo("sentiment", "classification", ["negative", "positive"], "mean", "accuracy")
+    model = build_model(load_backbone(str(tiny_backbone))[0], [info], 0.0, cfg.model.prompts)
+    (network,) = model.prompt.networks()
+    rate = {id(p): g["lr"] for g in build_optimizer(cfg, model).param_groups for p in g["params"]}
+    assert {rate[id(p)] for p in network.parameters()} == {0.002}
+    assert rate[id(model.prompt.prompts["sentiment"])] == 0.3
+    assert sum(id(p) in rate for p in model.prompt.parameters()) == len(list(model.prompt.parameters()))  # each once
+
+
 # --- a short frozen-backbone run per kind ---------------------------------------------------------
 
 

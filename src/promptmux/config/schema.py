@@ -171,6 +171,9 @@ class SoftPromptConfig(Strict):
     generator_hidden: int = Field(256, ge=1)  # generated: hidden width of g
     init: Literal["vocab", "random"] = "vocab"  # start from embeddings of random vocabulary tokens
     lr: float | None = Field(None, gt=0)  # prompts usually want a larger rate than the encoder
+    # the rate of the prompt's small networks (residual, instance term), which a rate good for free
+    # vectors can overshoot; default: lr
+    network_lr: float | None = Field(None, gt=0)
     # residual: every prompt vector passes through a small shared network with a skip connection,
     # P' = P + MLP(P) (residual prompt tuning; kinds shallow, deep, prefix, late; model/prompts/reparam.py).
     reparam: Literal["none", "residual"] = "none"

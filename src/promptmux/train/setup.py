@@ -125,9 +125,9 @@ def build_optimizer(cfg: Config, model: MultiTaskModel, extra: torch.nn.Module |
     # LoRA matrices sit inside the encoder; they take `model.lora.lr` (else train.lr).
     lora = {id(p) for p in lora_parameters(model)}
 
-    def add(module: torch.nn.Module, lr: float, decay: bool = True) -> None:
+    def add(module: torch.nn.Module, lr: float, decay: bool = True, skip: frozenset[int] = frozenset()) -> None:
         for name, p in module.named_parameters():
-            if not p.requires_grad:
+            if not p.requires_grad or id(p) in skip:
                 continue
             no_decay = not decay or p.ndim < 2 or "norm" in name.lower()
             rate = (cfg.model.lora.lr or t.lr) if id(p) in lora else lr
@@ -138,7 +138,12 @@ def build_optimizer(cfg: Config, model: MultiTaskModel, extra: torch.nn.Module |
     if model.prompt is not None:
         # Soft prompts take `model.prompts.lr` (else head_lr) and no weight decay: at the large
         # rates prompts need, decay would pull them toward zero faster than the loss can hold them.
-        add(model.prompt, cfg.model.prompts.lr or head_lr, decay=False)
+        # Its small networks (the residual one, the instance term) may take `network_lr` instead.
+        prompt_lr = cfg.model.prompts.lr or head_lr
+        networks = model.prompt.networks()
+        add(model.prompt, prompt_lr, decay=False, skip=frozenset(id(p) for n in networks for p in n.parameters()))
+        for network in networks:
+            add(network, cfg.model.prompts.network_lr or prompt_lr, decay=False)
     if extra is not None:
         add(extra, head_lr)
     params = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]

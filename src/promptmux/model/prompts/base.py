@@ -85,6 +85,10 @@ class SoftPrompt(nn.Module):
         stack = stacked(self.prompts, self.tasks)
         return stack if self.reparam is None else self.reparam(stack)
 
+    def networks(self) -> list[nn.Module]:
+        """The small networks that shape the vectors (they may train at `model.prompts.network_lr`)."""
+        return [] if self.reparam is None else [self.reparam]
+
     def reparameterize(self, bottleneck: int) -> None:
         """Route the per-task vectors through a shared residual network (`reparam: residual`)."""
         if self.kind not in VECTOR_KINDS:

@@ -105,6 +105,9 @@ class LatePrompt(LayerPrompt):
         entry = _Entry(self.vectors()[task_ids], upper[0], self.instance)  # one per pass, shared by the upper layers
         return activating({(_ENTERS, layer): entry for layer in upper})
 
+    def networks(self) -> list[nn.Module]:
+        return super().networks() + ([] if self.instance is None else [self.instance])
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, layer={self.layer}"
 
