@@ -176,6 +176,11 @@ def check_config(cfg: Config) -> None:
             f"model.prompts.instance_hidden: instance-aware prompts are made at the late prompt's layer "
             f"(kind late), not for kind {prompts.kind}"
         )
+    if prompts.network_lr is not None and prompts.reparam == "none" and prompts.instance_hidden is None:
+        raise ConfigError(
+            "model.prompts.network_lr: only the prompt's networks train at it (reparam: residual, or "
+            "instance_hidden for late prompts), and this prompt has none"
+        )
     if cfg.train.max_steps is not None and cfg.train.epochs is not None:
         raise ConfigError("train: give train.max_steps or train.epochs, not both (clear one with an override such as train.epochs=null)")
     if cfg.sampling.strategy not in SAMPLERS:

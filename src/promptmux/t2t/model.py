@@ -193,7 +193,8 @@ def lora_state(model: T2TModel) -> dict[str, torch.Tensor]:
 
 def build_optimizer(cfg: Any, model: T2TModel, extra: nn.Module | None = None) -> torch.optim.Optimizer:
     """AdamW: LM weights at `train.lr` (no decay on biases and norms), LoRA at `model.lora.lr`,
-    soft prompts at `model.prompts.lr` (else `train.head_lr`, else `train.lr`) without decay,
+    soft prompts at `model.prompts.lr` (else `train.head_lr`, else `train.lr`; their networks at
+    `model.prompts.network_lr`) without decay,
     weighting parameters at `train.head_lr`."""
     t = cfg.train
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
@@ -208,7 +209,10 @@ def build_optimizer(cfg: Any, model: T2TModel, extra: nn.Module | None = None) -
     add([(n, p) for n, p in named if "lora_" not in n], t.lr, True)
     add([(n, p) for n, p in named if "lora_" in n], cfg.model.lora.lr or t.lr, True)
     if model.prompt is not None:
-        add(model.prompt.named_parameters(), cfg.model.prompts.lr or t.head_lr or t.lr, False)
+        from promptmux.model.prompts.base import prompt_rates
+
+        for name, p, lr in prompt_rates(model.prompt, cfg.model.prompts.lr or t.head_lr or t.lr, cfg.model.prompts.network_lr):
+            add([(name, p)], lr, False)
     if extra is not None:
         add(extra.named_parameters(), t.head_lr or t.lr, True)
     if not groups:

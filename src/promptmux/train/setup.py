@@ -118,6 +118,7 @@ def build_optimizer(cfg: Config, model: MultiTaskModel, extra: torch.nn.Module |
     """AdamW with decoupled weight decay off for biases and norms; heads may use `train.head_lr`,
     soft prompts `model.prompts.lr`, LoRA matrices `model.lora.lr`."""
     from promptmux.model.lora import lora_parameters
+    from promptmux.model.prompts.base import prompt_rates
 
     t = cfg.train
     head_lr = t.head_lr or t.lr
@@ -125,13 +126,16 @@ def build_optimizer(cfg: Config, model: MultiTaskModel, extra: torch.nn.Module |
     # LoRA matrices sit inside the encoder; they take `model.lora.lr` (else train.lr).
     lora = {id(p) for p in lora_parameters(model)}
 
-    def add(module: torch.nn.Module, lr: float, decay: bool = True, skip: frozenset[int] = frozenset()) -> None:
+    def place(name: str, p: torch.nn.Parameter, lr: float, decay: bool = True) -> None:
+        if not p.requires_grad:
+            return
+        no_decay = not decay or p.ndim < 2 or "norm" in name.lower()
+        rate = (cfg.model.lora.lr or t.lr) if id(p) in lora else lr
+        groups.setdefault((rate, 0.0 if no_decay else t.weight_decay), []).append(p)
+
+    def add(module: torch.nn.Module, lr: float) -> None:
         for name, p in module.named_parameters():
-            if not p.requires_grad or id(p) in skip:
-                continue
-            no_decay = not decay or p.ndim < 2 or "norm" in name.lower()
-            rate = (cfg.model.lora.lr or t.lr) if id(p) in lora else lr
-            groups.setdefault((rate, 0.0 if no_decay else t.weight_decay), []).append(p)
+            place(name, p, lr)
 
     add(model.encoder, t.lr)
     add(model.heads, head_lr)
@@ -139,11 +143,8 @@ def build_optimizer(cfg: Config, model: MultiTaskModel, extra: torch.nn.Module |
         # Soft prompts take `model.prompts.lr` (else head_lr) and no weight decay: at the large
         # rates prompts need, decay would pull them toward zero faster than the loss can hold them.
         # Its small networks (the residual one, the instance term) may take `network_lr` instead.
-        prompt_lr = cfg.model.prompts.lr or head_lr
-        networks = model.prompt.networks()
-        add(model.prompt, prompt_lr, decay=False, skip=frozenset(id(p) for n in networks for p in n.parameters()))
-        for network in networks:
-            add(network, cfg.model.prompts.network_lr or prompt_lr, decay=False)
+        for name, p, lr in prompt_rates(model.prompt, cfg.model.prompts.lr or head_lr, cfg.model.prompts.network_lr):
+            place(name, p, lr, decay=False)
     if extra is not None:
         add(extra, head_lr)
     params = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]

@@ -26,7 +26,7 @@ Kinds override `forward` (vectors at the input) and, for per-layer prompts, `lay
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -178,6 +178,14 @@ def init_input_vectors(encoder: nn.Module, n: int, init: str) -> torch.Tensor:
 def stacked(params: nn.ParameterDict, tasks: Sequence[str]) -> torch.Tensor:
     """Per-task parameters stacked in task order, [T, ...], ready to be indexed by task ids."""
     return torch.stack([params[t] for t in tasks])
+
+
+def prompt_rates(prompt: SoftPrompt, lr: float, network_lr: float | None) -> Iterator[tuple[str, nn.Parameter, float]]:
+    """Each parameter of `prompt` with its learning rate: `network_lr` (else `lr`) for those of its
+    small networks (`networks()`), `lr` for the rest."""
+    in_network = {id(p) for network in prompt.networks() for p in network.parameters()}
+    for name, p in prompt.named_parameters():
+        yield name, p, (network_lr or lr) if id(p) in in_network else lr
 
 
 def prompt_settings(cfg: Any) -> dict[str, Any]:
