@@ -201,6 +201,22 @@ def test_mixed_task_batch_memorizes_a_tiny_set(tiny_lm: Path, tokenizer, variant
         assert {n for n, p in model.named_parameters() if p.requires_grad} == {"prompt.prompts.sentiment", "prompt.prompts.topic"}
 
 
+def test_decoder_prompt_rates_follow_the_encoder_rule(tiny_lm: Path, tmp_path: Path) -> None:
+    """Shallow prompts at model.prompts.lr, their residual network at network_lr, no decay on either."""
+    from promptmux.t2t.model import build_optimizer
+
+    raw = t2t_config(tiny_lm, tmp_path / "run")
+    raw["model"].update(
+        freeze={"strategy": "backbone"},
+        prompts={"kind": "shallow", "length": 4, "lr": 0.03, "network_lr": 0.002, "reparam": "residual", "reparam_hidden": 4},
+    )
+    cfg = config_from_dict(raw, base_dir=write_t2t_tasks(tmp_path))
+    model = build_model(load_lm(str(tiny_lm)), ["sentiment", "topic"], cfg.model.prompts, None, "backbone")
+    rate = {id(p): (g["lr"], g["weight_decay"]) for g in build_optimizer(cfg, model).param_groups for p in g["params"]}
+    assert {rate[id(p)] for p in model.prompt.reparam.parameters()} == {(0.002, 0.0)}
+    assert {rate[id(model.prompt.prompts[t])] for t in ("sentiment", "topic")} == {(0.03, 0.0)}
+
+
 # --- training, bundles, prediction --------------------------------------------------------------------
 
 
