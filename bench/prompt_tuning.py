@@ -30,7 +30,15 @@ bench/results/prompt_tuning-pilot-late-*.md). They enter at the middle layer (3 
 --late-layer says otherwise: at 2,000 steps layers 1, 2 and 3 scored 0.57, 0.53 and 0.56
 (bench/results/prompt_tuning-s2000-late-layer*.md, prompt_tuning-s2000-late.md). They take 32 vectors,
 the most inside the 0.2% budget with the heads (0.194%): at 5,000 steps 0.79 ± 0.11 against 0.69 ± 0.05
-with 20 (bench/results/prompt_tuning-s5000-L32.md, prompt_tuning-s5000-all.md).
+with 20 (bench/results/prompt_tuning-s5000-L32.md, prompt_tuning-s5000-all.md). Training them longer does not
+help: 32 vectors at 10,000 steps score 0.72 against 0.85 at 5,000 (seed 42, against the seed-42 reference;
+prompt_tuning-s10000-late-L32-seed42.md).
+
+late-inst (20 vectors and an instance term of width 16, 0.189%) wants a smaller rate for its network
+than for the vectors: at 2,000 steps 0.68 with --network-lr 1e-3 against 0.48 at the vectors' 1e-2
+(and 0.56 for 20 static vectors, 0.66 for 32; prompt_tuning-s2000-late-inst-L20-r16*.md). At 5,000
+steps, seed 42: 0.83 against the seed-42 reference, where 20 static vectors score 0.65 and 32 score
+0.85 (prompt_tuning-s5000-late-inst-seed42.md): the term is worth 12 vectors, not more, so far.
 
 Normalized gain per task: (score - majority-class score) / (full fine-tuning - majority-class).
 

@@ -26,6 +26,12 @@ parameters) is one network for every task: the task vectors carry which task a r
 what this row's text says. `s`, the RMS of layer k's input at the start, keeps the network
 scale-free; `up` starts at zero, so training starts from the static late prompt.
 
+Measured (frozen MiniLM, SST-2 + MRPC + RTE in mixed batches, seed 42; mean normalized gain against
+full fine-tuning): 20 vectors with a term of width 16 (`network_lr` 1e-3) score 0.68 at 2,000 steps
+and 0.83 at 5,000, against 0.56 and 0.65 for the 20 vectors alone and 0.66 and 0.85 for 32 vectors,
+which cost about as much (bench/results/prompt_tuning-s*-late-inst*.md). At the vectors' own rate
+(1e-2) the network overshoots: 0.48 at 2,000 steps.
+
 Masks: the hooks edit the mask a Hugging Face layer receives, which is a boolean (sdpa, True where
 attention is allowed) or an additive float mask (eager), or None when nothing is masked (then it
 stays None: every token reads every other and the prompt). Other attention implementations
