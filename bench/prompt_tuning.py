@@ -34,7 +34,7 @@ with 20 (bench/results/prompt_tuning-s5000-L32.md, prompt_tuning-s5000-all.md). 
 help: 32 vectors at 10,000 steps score 0.72 against 0.85 at 5,000 (seed 42, against the seed-42 reference;
 prompt_tuning-s10000-late-L32-seed42.md).
 
-late-inst (20 vectors and an instance term of width 16, 0.189%) wants a smaller rate for its network
+late-inst (20 vectors by default and an instance term of width 16, 0.189%) wants a smaller rate for its network
 than for the vectors: at 2,000 steps 0.68 with --network-lr 1e-3 against 0.48 at the vectors' 1e-2
 (and 0.56 for 20 static vectors, 0.66 for 32; prompt_tuning-s2000-late-inst-L20-r16*.md). At 5,000
 steps, seed 42: 0.83 against the seed-42 reference, where 20 static vectors score 0.65 and 32 score
@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--train-cap", type=int, default=4000, help="training rows kept per task (seeded sample)")
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--length", default="20,prefix=15,late=32,late-res=20", help="prompt length L: one, or per method as --prompt-lr")
+    p.add_argument("--length", default="20,prefix=15,late=32,late-res=20,late-inst=20", help="prompt length L: one, or per method as --prompt-lr")
     p.add_argument("--init", default="vocab", choices=["vocab", "random"])
     p.add_argument("--full-lr", type=float, default=1e-4, help="encoder rate for full fine-tuning")
     p.add_argument(

@@ -395,12 +395,18 @@ def test_prompt_tuning_late_layer_reaches_only_late_methods_and_not_the_full_ref
     import json
 
     module = bench_module("prompt_tuning")
-    args = module.parse_args(["--methods", "late,late-res,deep", "--late-layer", "1"])
-    models = {m: module.build_config(args, m, tmp_path / m).model for m in ("late", "late-res", "deep", "full", "head")}
-    assert models["late"].prompts.layer == 1 and models["late-res"].prompts.layer == 1
+    args = module.parse_args(["--methods", "late,late-res,late-inst,deep", "--late-layer", "1", "--network-lr", "1e-3"])
+    methods = ("late", "late-res", "late-inst", "deep", "full", "head")
+    models = {m: module.build_config(args, m, tmp_path / m).model for m in methods}
+    assert models["late"].prompts.layer == models["late-res"].prompts.layer == models["late-inst"].prompts.layer == 1
     assert models["deep"].prompts.layer is None
-    # Late prompts take 32 vectors by default (the most inside 0.2% of MiniLM), under the residual network 20.
-    assert (models["late"].prompts.length, models["late-res"].prompts.length, models["deep"].prompts.length) == (32, 20, 20)
+    # Late prompts take 32 vectors by default (the most inside 0.2% of MiniLM); with a network, 20.
+    lengths = tuple(models[m].prompts.length for m in ("late", "late-res", "late-inst", "deep"))
+    assert lengths == (32, 20, 20, 20)
+    # The instance term and --network-lr reach only the methods with a network.
+    assert models["late-inst"].prompts.instance_hidden == 16 and models["late"].prompts.instance_hidden is None
+    assert models["late-inst"].prompts.network_lr == models["late-res"].prompts.network_lr == 1e-3
+    assert models["late"].prompts.network_lr is None and models["deep"].prompts.network_lr is None
     # The methods without prompts build (the default per-method rates name none of them).
     assert models["full"].prompts.kind == models["head"].prompts.kind == "none"
     # A report from before the option (no late_layer recorded) still serves as the full reference.
