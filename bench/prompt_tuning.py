@@ -38,7 +38,9 @@ late-inst (20 vectors by default and an instance term of width 16, 0.189%) wants
 than for the vectors: at 2,000 steps 0.68 with --network-lr 1e-3 against 0.48 at the vectors' 1e-2
 (and 0.56 for 20 static vectors, 0.66 for 32; prompt_tuning-s2000-late-inst-L20-r16*.md). At 5,000
 steps, seed 42: 0.83 against the seed-42 reference, where 20 static vectors score 0.65 and 32 score
-0.85 (prompt_tuning-s5000-late-inst-seed42.md): the term is worth 12 vectors, not more, so far.
+0.85 (prompt_tuning-s5000-late-inst-seed42.md): the term is worth 12 vectors, not more, so far. At 2,000
+steps 24 vectors with a term of width 12 (0.195%) score 0.75, the best of the budget there, and a
+network rate of 3e-4 scores 0.63 (prompt_tuning-s2000-late-inst-L24-r12-n1e-3.md, -L20-r16-n3e-4.md).
 
 Normalized gain per task: (score - majority-class score) / (full fine-tuning - majority-class).
 
