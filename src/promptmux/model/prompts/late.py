@@ -51,6 +51,7 @@ from promptmux.errors import ConfigError
 from promptmux.model.backbone import encoder_layers
 from promptmux.model.prompts.base import PROMPTS
 from promptmux.model.prompts.hooks import LayerPrompt, activating, active, ensure_hook, layer_start
+from promptmux.model.prompts.reparam import ScaledBottleneck
 
 MASKABLE = ("sdpa", "eager")  # attention implementations whose masks the hooks can widen
 
@@ -118,7 +119,7 @@ class LatePrompt(LayerPrompt):
         return f"{super().extra_repr()}, layer={self.layer}"
 
 
-class InstanceTerm(nn.Module):
+class InstanceTerm(ScaledBottleneck):
     """A row's own addition to its task's late prompt, from its text's hidden states at the layer:
     s · up(gelu(down(pool(h) / s))), [B, L, H] (module docstring).
 
@@ -130,18 +131,11 @@ class InstanceTerm(nn.Module):
     """
 
     def __init__(self, hidden: int, bottleneck: int, length: int, start: torch.Tensor) -> None:
-        super().__init__()
+        super().__init__(hidden, bottleneck, start.detach().float().pow(2).mean().sqrt().clamp_min(1e-6))
         self.length = length
-        self.down = nn.Linear(hidden, bottleneck)
-        self.up = nn.Linear(bottleneck, hidden)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-        self.register_buffer("scale", start.detach().float().pow(2).mean().sqrt().clamp_min(1e-6))  # kept in the bundle
 
     def forward(self, hidden: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        pooled = segment_means(hidden, real, self.length)
-        scale = self.scale.to(pooled.dtype)
-        return scale * self.up(nn.functional.gelu(self.down(pooled / scale)))
+        return self.branch(segment_means(hidden, real, self.length))
 
     def extra_repr(self) -> str:
         return f"length={self.length}"
@@ -208,7 +202,7 @@ def _enter(module: nn.Module, args: tuple, kwargs: dict):
         return (hidden, entry.mask(given), *args[2:]), kwargs
     kwargs = dict(kwargs)
     if "attention_mask" in kwargs:
-        kwargs["attention_mask"] = entry.mask(kwargs["attention_mask"])
+        kwargs["attention_mask"] = entry.mask(given)
     if args:
         return (hidden,), kwargs
     kwargs["hidden_states"] = hidden

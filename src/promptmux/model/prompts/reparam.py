@@ -37,7 +37,31 @@ import torch
 from torch import nn
 
 
-class ResidualReparam(nn.Module):
+class ScaledBottleneck(nn.Module):
+    """s · up(gelu(down(x / s))) over the last dim: a scale-free bottleneck of width r whose `up`
+    starts at zero, so its output starts at zero. The residual network here and the instance term
+    of late prompts (late.py) are this network on different inputs.
+
+    Args:
+        hidden: the vectors' size H.
+        bottleneck: the network's width r.
+        scale: s, broadcast against the input; a persistent buffer, so a bundle rebuilds it as trained.
+    """
+
+    def __init__(self, hidden: int, bottleneck: int, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.down = nn.Linear(hidden, bottleneck)
+        self.up = nn.Linear(bottleneck, hidden)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        self.register_buffer("scale", scale)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.scale.to(x.dtype)
+        return scale * self.up(nn.functional.gelu(self.down(x / scale)))
+
+
+class ResidualReparam(ScaledBottleneck):
     """P' = P + s · up(gelu(down(P / s))) over the last dim, with one scale s per group of vectors.
 
     Args:
@@ -48,18 +72,12 @@ class ResidualReparam(nn.Module):
     """
 
     def __init__(self, hidden: int, bottleneck: int, start: torch.Tensor) -> None:
-        super().__init__()
-        self.down = nn.Linear(hidden, bottleneck)
-        self.up = nn.Linear(bottleneck, hidden)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
         dims = (0, start.dim() - 2, start.dim() - 1)
         scale = start.detach().float().pow(2).mean(dim=dims, keepdim=True).sqrt().clamp_min(1e-6)[0]
-        self.register_buffer("scale", scale)  # [*G, 1, 1]: persistent, so a bundle rebuilds it as trained
+        super().__init__(hidden, bottleneck, scale)  # [*G, 1, 1]
 
     def forward(self, prompts: torch.Tensor) -> torch.Tensor:
-        scale = self.scale.to(prompts.dtype)
-        return prompts + scale * self.up(nn.functional.gelu(self.down(prompts / scale)))
+        return prompts + self.branch(prompts)
 
     def extra_repr(self) -> str:
         return f"groups={self.scale.numel()}"
