@@ -3,8 +3,9 @@
 The trainable share (prompts + heads over all parameters) for three classification tasks, the
 set-up of bench/prompt_tuning.py: shallow prompts of length 20 stay within 0.2%, deep prompts
 (length 20) and key/value prefixes (length 15) within 1%, also with a residual network of width
-16 (`reparam: residual`, `*+residual` here); late prompts also with an instance term of width 16
-(`instance_hidden`, `late+instance`). And a mixed-task batch runs through the real encoder.
+16 (`reparam: residual`, `*+residual` here); late prompts and prefixes also with an instance term
+of width 16 (`instance_hidden`, `*+instance`), prefixes of length 14 with both networks. And a
+mixed-task batch runs through the real encoder.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ TASKS = ["sst2", "mrpc", "rte"]
 LIMITS = {
     "shallow": 0.2, "deep": 1.0, "prefix": 1.0, "late": 0.2, "shared": 0.2, "generated": 1.0,
     "shallow+residual": 0.2, "deep+residual": 1.0, "prefix+residual": 1.0, "late+residual": 0.2,
-    "late+instance": 0.2,
+    "late+instance": 0.2, "prefix+instance": 1.0, "prefix+residual+instance": 1.0,
 }
 NETWORK = 2 * 384 * 16 + 384 + 16  # the residual network, or the instance term, of width 16
-LENGTH = {"prefix": 15}  # bench/prompt_tuning.py's lengths; 20 for the other kinds
+LENGTH = {"prefix": 15, "prefix+residual+instance": 14}  # bench/prompt_tuning.py's lengths; 20 for the others
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +39,13 @@ def minilm():
 def build(variant: str, encoder):
     from promptmux.model import TaskInfo, apply_freeze, build_model
 
-    kind, _, extra = variant.partition("+")
+    kind, *extras = variant.split("+")
     infos = [TaskInfo(t, "classification", ["0", "1"], "mean", "accuracy") for t in TASKS]
-    spec = {"kind": kind, "length": LENGTH.get(kind, 20)}
-    if extra == "instance":
+    spec = {"kind": kind, "length": LENGTH.get(variant, LENGTH.get(kind, 20))}
+    if "instance" in extras:
         spec["instance_hidden"] = 16
-    elif extra:
-        spec.update(reparam=extra, reparam_hidden=16)
+    if "residual" in extras:
+        spec.update(reparam="residual", reparam_hidden=16)
     model = build_model(encoder, infos, 0.1, spec)
     apply_freeze(model.encoder, "backbone")
     return model
@@ -61,10 +62,11 @@ def test_trainable_share_with_a_frozen_minilm(minilm, kind: str) -> None:
     share = 100 * trainable / total
     print(f"{kind}: {trainable:,} of {total:,} trainable ({share:.3f}%)")
     assert share <= LIMITS[kind]
-    vectors = {"shallow": 3 * 20 * 384, "late": 3 * 20 * 384, "deep": 3 * 6 * 20 * 384, "prefix": 3 * 6 * 2 * 15 * 384}
-    base, _, network = kind.partition("+")
-    if base in vectors:
-        assert sum(p.numel() for p in model.prompt.parameters()) == vectors[base] + (NETWORK if network else 0)
+    base, *networks = kind.split("+")
+    per_task = {"shallow": 384, "late": 384, "deep": 6 * 384, "prefix": 6 * 2 * 384}  # one prompt position's
+    if base in per_task:
+        vectors = 3 * LENGTH.get(kind, LENGTH.get(base, 20)) * per_task[base]
+        assert sum(p.numel() for p in model.prompt.parameters()) == vectors + NETWORK * len(networks)
 
 
 @pytest.mark.parametrize("kind", list(LIMITS))

@@ -396,15 +396,19 @@ def test_prompt_tuning_late_layer_reaches_only_late_methods_and_not_the_full_ref
 
     module = bench_module("prompt_tuning")
     args = module.parse_args(["--methods", "late,late-res,late-inst,deep", "--late-layer", "1", "--network-lr", "1e-3"])
-    methods = ("late", "late-res", "late-inst", "deep", "full", "head")
+    methods = ("late", "late-res", "late-inst", "deep", "prefix", "prefix-inst", "prefix-res-inst", "full", "head")
     models = {m: module.build_config(args, m, tmp_path / m).model for m in methods}
     assert models["late"].prompts.layer == models["late-res"].prompts.layer == models["late-inst"].prompts.layer == 1
     assert models["deep"].prompts.layer is None
     # Late prompts take 32 vectors by default (the most inside 0.2% of MiniLM); with a network, 20.
     lengths = tuple(models[m].prompts.length for m in ("late", "late-res", "late-inst", "deep"))
     assert lengths == (32, 20, 20, 20)
+    # Prefixes take 15 (inside 1%); with both networks, 14.
+    assert tuple(models[m].prompts.length for m in ("prefix", "prefix-inst", "prefix-res-inst")) == (15, 15, 14)
     # The instance term and --network-lr reach only the methods with a network.
     assert models["late-inst"].prompts.instance_hidden == 16 and models["late"].prompts.instance_hidden is None
+    assert models["prefix-res-inst"].prompts.instance_hidden == 16 and models["prefix-res-inst"].prompts.reparam == "residual"
+    assert models["prefix-inst"].prompts.reparam == "none" and models["prefix-inst"].prompts.network_lr == 1e-3
     assert models["late-inst"].prompts.network_lr == models["late-res"].prompts.network_lr == 1e-3
     assert models["late"].prompts.network_lr is None and models["deep"].prompts.network_lr is None
     # The methods without prompts build (the default per-method rates name none of them).

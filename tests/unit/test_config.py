@@ -252,7 +252,7 @@ def test_every_error_is_reported_at_once() -> None:
         ("model.prompts={kind: none, reparam: residual}", "not kind none"),
         ("model.prompts={kind: deep, layer: 2}", "model.prompts.layer: only late prompts enter at a layer, not kind deep"),
         ("model.prompts={kind: shallow, network_lr: 0.001}", "model.prompts.network_lr: only the prompt's networks train at it"),
-        ("model.prompts={kind: prefix, instance_hidden: 8}", "model.prompts.instance_hidden: instance-aware prompts are made at the late prompt's layer (kind late), not for kind prefix"),
+        ("model.prompts={kind: deep, instance_hidden: 8}", "model.prompts.instance_hidden: instance-aware prompts are made from the hidden states where the prompt acts (kinds late, prefix), not for kind deep"),
     ],
 )
 def test_cross_field_rules_name_the_key(override: str, key: str) -> None:

@@ -20,7 +20,7 @@ from mixed_support import TrainedRun, assert_rows_alone, batch_logits, encode_mi
 from safetensors.torch import load_file
 
 from promptmux.config import config_from_dict
-from promptmux.config.schema import VECTOR_KINDS
+from promptmux.config.schema import INSTANCE_KINDS, VECTOR_KINDS
 from promptmux.data.collate import collate
 from promptmux.data.encode import encode_examples
 from promptmux.errors import BundleError
@@ -34,9 +34,9 @@ from promptmux.train.setup import build_optimizer
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 KINDS = ["shallow", "deep", "prefix", "late", "shared", "generated"]
-# Every kind, the kinds with free per-task vectors once more with `reparam: residual`, and late
-# prompts with their instance-aware term (`instance_hidden`).
-VARIANTS = [*KINDS, *(f"{kind}+residual" for kind in VECTOR_KINDS), "late+instance"]
+# Every kind, the kinds with free per-task vectors once more with `reparam: residual`, and the
+# kinds with an instance-aware term (`instance_hidden`) with it.
+VARIANTS = [*KINDS, *(f"{kind}+residual" for kind in VECTOR_KINDS), *(f"{kind}+instance" for kind in INSTANCE_KINDS)]
 L = 4
 
 # Two classification tasks with the same label count (so heads can be made identical), and a token
@@ -50,7 +50,7 @@ def encoded(tiny_backbone: Path):
 
 
 def prompt_spec(variant: str) -> dict:
-    """`model.prompts` settings for a variant: a kind, `kind+residual` or `late+instance`."""
+    """`model.prompts` settings for a variant: a kind, `kind+residual` or `kind+instance`."""
     kind, _, extra = variant.partition("+")
     spec = {"kind": kind, "length": L, "rank": 2}
     if extra == "instance":
@@ -353,7 +353,8 @@ def test_late_prompt_refuses_a_layer_the_encoder_lacks_and_an_unmaskable_attenti
 
 
 def test_segment_means_pool_only_real_tokens_as_adaptive_average_pooling_cuts_them() -> None:
-    from promptmux.model.prompts.late import real_tokens, segment_means
+    from promptmux.model.prompts.instance import segment_means
+    from promptmux.model.prompts.late import real_tokens
 
     torch.manual_seed(0)
     hidden = torch.randn(1, 9, 3)
@@ -392,6 +393,56 @@ def test_instance_aware_late_prompt_starts_static_and_gives_each_text_its_own_pr
     torch.testing.assert_close(twice[0], seen[1])  # and a text's prompt is its own, whatever its company
     n = sum(p.numel() for p in trained.prompt.instance.parameters())
     assert n == 2 * 32 * 8 + 8 + 32  # down and up of the bottleneck, shared by every task
+
+
+def prefix_keys_seen(model: MultiTaskModel, parts) -> list[torch.Tensor]:
+    """Each layer's key prefixes ([B, L, H]) in one mixed-batch pass, as the key projections put out
+    (a hook added after the prompt's own, which the first pass installs)."""
+    from promptmux.model.prompts.prefix import key_value_modules
+
+    batch_logits(model, parts)
+    seen: list[torch.Tensor] = []
+    hooks = [key.register_forward_hook(lambda m, args, out: seen.append(out[:, :L])) for key, _ in key_value_modules(model.encoder)]
+    try:
+        batch_logits(model, parts)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def test_instance_aware_prefix_starts_static_and_moves_each_layers_keys_by_its_text(tiny_backbone: Path, encoded) -> None:
+    """At the start the prefixes are the static ones; once trained, each layer's keys and values are
+    the task's plus the projection of a term of the row's text at that layer (not the same at two
+    layers), and a text's prefix is its own, whatever its company or padding."""
+    from promptmux.model.prompts.instance import segment_means
+    from promptmux.model.prompts.prefix import key_value_modules
+
+    fresh = build_model(load_backbone(str(tiny_backbone))[0], TASKS, 0.0, prompts=prompt_spec("prefix+instance")).eval()
+    static = build_model(load_backbone(str(tiny_backbone))[0], TASKS, 0.0, prompts=prompt_spec("prefix")).eval()
+    static.load_state_dict({k: v for k, v in fresh.state_dict().items() if ".instance." not in k})
+    parts = everything(encoded)
+    for t, logits in batch_logits(fresh, parts).items():
+        torch.testing.assert_close(logits, batch_logits(static, parts)[t])
+    trained = make_model(tiny_backbone, "prefix+instance")
+    prompt, rows = trained.prompt, [("a", encoded["a"], np.arange(len(encoded["a"])))]
+    keys = prefix_keys_seen(trained, rows)
+    inputs = layer_inputs_seen(trained, rows)
+    real = collate(rows, pad_id=0).model_inputs()["attention_mask"].bool()
+    task = prompt.tasks.index("a")
+    scales = prompt.instance.scale
+    assert scales.shape == (len(keys),)  # one scale per layer
+    for i, (key, _) in enumerate(key_value_modules(trained.encoder)):
+        text = inputs[i][:, L:]
+        delta = prompt.instance.branch(segment_means(text, real, L), scales[i])
+        expected = prompt.vectors()[task, i, 0] + delta @ key.weight.T
+        torch.testing.assert_close(keys[i], expected, rtol=1e-4, atol=1e-4)
+    assert (keys[0][0] - keys[0][1]).abs().max() > 1e-3  # two texts, two prefixes
+    twice = prefix_keys_seen(trained, [("a", encoded["a"], np.array([1, 1]))])
+    torch.testing.assert_close(twice[-1][0], twice[-1][1])
+    torch.testing.assert_close(twice[-1][0], keys[-1][1], rtol=1e-4, atol=1e-5)
+    n = sum(p.numel() for p in prompt.instance.parameters())
+    assert n == 2 * 32 * 8 + 8 + 32  # one bottleneck for every task and layer
 
 
 def test_prefix_refuses_an_encoder_without_key_and_value_projections(tiny_backbone: Path) -> None:
@@ -477,7 +528,11 @@ def test_prompts_get_their_own_rate_and_no_weight_decay(tiny_backbone: Path, tmp
     assert len(placed) == len(prompt_ids) and set(placed) == {(expected, 0.0)}
 
 
-@pytest.mark.parametrize("spec", [{"reparam": "residual"}, {"kind": "late", "instance_hidden": 4}], ids=["residual", "instance"])
+@pytest.mark.parametrize(
+    "spec",
+    [{"reparam": "residual"}, {"kind": "late", "instance_hidden": 4}, {"kind": "prefix", "instance_hidden": 4}],
+    ids=["residual", "late-instance", "prefix-instance"],
+)
 def test_prompt_networks_take_network_lr_and_the_vectors_keep_theirs(tiny_backbone: Path, tmp_path: Path, spec) -> None:
     tasks = write_tasks(tmp_path, ["sentiment"])
     prompts = {"kind": "shallow", "length": L, "lr": 0.3, "network_lr": 0.002, **spec}

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from promptmux.config.schema import TASK_METRICS, VECTOR_KINDS, Config
+from promptmux.config.schema import INSTANCE_KINDS, TASK_METRICS, VECTOR_KINDS, Config
 from promptmux.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -171,15 +171,15 @@ def check_config(cfg: Config) -> None:
         )
     if prompts.layer is not None and prompts.kind != "late":
         raise ConfigError(f"model.prompts.layer: only late prompts enter at a layer, not kind {prompts.kind}")
-    if prompts.instance_hidden is not None and prompts.kind != "late":
+    if prompts.instance_hidden is not None and prompts.kind not in INSTANCE_KINDS:
         raise ConfigError(
-            f"model.prompts.instance_hidden: instance-aware prompts are made at the late prompt's layer "
-            f"(kind late), not for kind {prompts.kind}"
+            f"model.prompts.instance_hidden: instance-aware prompts are made from the hidden states where "
+            f"the prompt acts (kinds {', '.join(INSTANCE_KINDS)}), not for kind {prompts.kind}"
         )
     if prompts.network_lr is not None and prompts.reparam == "none" and prompts.instance_hidden is None:
         raise ConfigError(
             "model.prompts.network_lr: only the prompt's networks train at it (reparam: residual, or "
-            "instance_hidden for late prompts), and this prompt has none"
+            "instance_hidden), and this prompt has none"
         )
     if cfg.train.max_steps is not None and cfg.train.epochs is not None:
         raise ConfigError("train: give train.max_steps or train.epochs, not both (clear one with an override such as train.epochs=null)")

@@ -147,6 +147,7 @@ class FreezeConfig(Strict):
 # Prompt kinds whose vectors are free parameters, one entry per task (a ParameterDict): they can be
 # reparameterized (`model.prompts.reparam`), and a task can get its own beside them (add-task).
 VECTOR_KINDS = ("shallow", "deep", "prefix", "late")
+INSTANCE_KINDS = ("late", "prefix")  # kinds with an instance-aware term (`instance_hidden`)
 
 
 class SoftPromptConfig(Strict):
@@ -163,8 +164,8 @@ class SoftPromptConfig(Strict):
     kind: Literal["none", "shallow", "deep", "prefix", "late", "shared", "generated"] = "none"
     length: int = Field(20, ge=1, le=512)
     layer: int | None = Field(None, ge=0)  # late: the layer whose input takes the prompt (default: the middle one)
-    # late: width of a shared network that adds to each row's prompt a term made from its own text
-    # at that layer (instance-aware late prompts; model/prompts/late.py); None: the task's vectors alone
+    # late, prefix: width of a shared network that adds to each row's prompt a term made from its own
+    # text where the prompt acts (model/prompts/instance.py); None: the task's vectors alone
     instance_hidden: int | None = Field(None, ge=1)
     rank: int = Field(1, ge=1)  # shared: rank of each task's modulation
     task_embedding_dim: int = Field(32, ge=1)  # generated: size of e_t

@@ -74,8 +74,11 @@ class SoftPrompt(nn.Module):
         """The input vectors at the prompt positions, [B, L, H], one row per task id."""
         raise NotImplementedError
 
-    def layer_context(self, encoder: nn.Module, task_ids: torch.Tensor) -> contextlib.AbstractContextManager:
-        """A context active while the encoder runs (deep prompts install layer hooks here)."""
+    def layer_context(
+        self, encoder: nn.Module, task_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> contextlib.AbstractContextManager:
+        """A context active while the encoder runs (per-layer prompts install layer hooks here);
+        `attention_mask` ([B, n]) is the text's, without the prompt positions."""
         return contextlib.nullcontext()
 
     # --- shared machinery ---------------------------------------------------------------------
@@ -118,7 +121,7 @@ class SoftPrompt(nn.Module):
     ) -> torch.Tensor:
         """Run the encoder with each row's task prompt in front; returns all L + n positions."""
         task_ids = self.task_ids(rows, input_ids.size(0), input_ids.device)
-        with self.layer_context(encoder, task_ids):
+        with self.layer_context(encoder, task_ids, attention_mask):
             return encoder(**self.encoder_inputs(encoder, task_ids, input_ids, attention_mask, token_type_ids)).last_hidden_state
 
     def encoder_inputs(

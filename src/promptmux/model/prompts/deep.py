@@ -34,7 +34,9 @@ class DeepPrompt(LayerPrompt):
         super().__init__(tasks, encoder, length, init)
         self.prompts = nn.ParameterDict({t: nn.Parameter(layer_start(encoder, length, init)) for t in self.tasks})
 
-    def layer_context(self, encoder: nn.Module, task_ids: torch.Tensor) -> contextlib.AbstractContextManager:
+    def layer_context(
+        self, encoder: nn.Module, task_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> contextlib.AbstractContextManager:
         layers = encoder_layers(encoder)
         per_layer = self.vectors()[task_ids].transpose(0, 1)  # [N, B, L, H]
         for layer in layers:

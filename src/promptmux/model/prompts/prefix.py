@@ -15,6 +15,13 @@ forward hooks on each layer's key and value projections replace their outputs at
 with the row's task prefix. What the layers compute at the prompt positions is thus never read:
 only the prefixes reach the real tokens.
 
+Instance-aware prefixes (`model.prompts.instance_hidden: r`, instance.py): layer i's keys and
+values for a row are its task's plus W_k·δ_i and W_v·δ_i, where δ_i is the instance term of the
+row's real tokens at the layer's input and W_k, W_v are the layer's own frozen projections (without
+bias, which the task's prefix holds). δ_i thus acts as a change of the hidden states at the prompt
+positions would, so one bottleneck serves every layer (with each layer's own scale) and costs
+2·H·r + H + r parameters in all.
+
 Rates: free keys and values are far less forgiving than input prompts. On a frozen MiniLM (three
 GLUE tasks, mixed batches, 2,000 steps) a rate of 1e-1 (what shallow prompts like) collapsed
 within 400 steps (every row got the same prediction, losses at chance), while 3e-3 trained
@@ -37,8 +44,10 @@ from promptmux.model.prompts.hooks import (
     activating,
     active,
     ensure_hook,
+    layer_inputs,
     run_on_vocab_tokens,
 )
+from promptmux.model.prompts.instance import InstanceTerm
 
 # Names of the key and value projections in Hugging Face encoders (BERT family, MPNet / DeBERTa /
 # DistilBERT), matched on the last part of a module name inside a layer.
@@ -53,26 +62,91 @@ class PrefixPrompt(LayerPrompt):
 
     kind = "prefix"
 
-    def __init__(self, tasks: Sequence[str], encoder: nn.Module, length: int, init: str = "vocab") -> None:
+    def __init__(
+        self, tasks: Sequence[str], encoder: nn.Module, length: int, init: str = "vocab", instance_hidden: int | None = None
+    ) -> None:
         super().__init__(tasks, encoder, length, init)
         self.prompts = nn.ParameterDict({t: nn.Parameter(_start(encoder, length, init)) for t in self.tasks})
+        self.instance = None
+        if instance_hidden is not None:
+            for i, (key, value) in enumerate(key_value_modules(encoder)):
+                for module in (key, value):
+                    _projection_weight(module, i)  # refuse projections it cannot read before training
+            # one scale per layer: the RMS of the layer's input (what the projections read)
+            self.instance = InstanceTerm(self.hidden, instance_hidden, length, layer_inputs(encoder, length))
 
-    def layer_context(self, encoder: nn.Module, task_ids: torch.Tensor) -> contextlib.AbstractContextManager:
+    @classmethod
+    def from_config(cls, cfg, tasks: Sequence[str], encoder: nn.Module) -> PrefixPrompt:
+        return cls(tasks, encoder, cfg.length, cfg.init, cfg.instance_hidden)
+
+    def layer_context(
+        self, encoder: nn.Module, task_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> contextlib.AbstractContextManager:
         per_row = self.vectors()[task_ids]  # [B, N, 2, L, H]
-        by_module = {}
+        real = attention_mask.bool()
+        by_module: dict[nn.Module, torch.Tensor | _RowPrefix] = {}
         for i, (key, value) in enumerate(key_value_modules(encoder)):
-            for module in (key, value):
+            term = None if self.instance is None else _LayerTerm(self.instance, i, real)
+            for slot, module in enumerate((key, value)):
                 ensure_hook(module, _HOOKED, lambda m: m.register_forward_hook(_replace))
-            by_module[key] = per_row[:, i, 0]
-            by_module[value] = per_row[:, i, 1]
+                static = per_row[:, i, slot]
+                by_module[module] = static if term is None else _RowPrefix(static, term, _projection_weight(module, i))
         return activating(by_module)
+
+    def networks(self) -> list[nn.Module]:
+        return super().networks() + ([] if self.instance is None else [self.instance])
+
+
+class _LayerTerm:
+    """Layer i's instance term in one pass, δ = term(pool(h_i)) ([B, L, H], in the layer's input
+    space), computed once from the hidden states that the layer's key and value projections share."""
+
+    def __init__(self, instance: InstanceTerm, layer: int, real: torch.Tensor) -> None:
+        self.instance, self.layer, self.real = instance, layer, real
+        self._seen: torch.Tensor | None = None
+        self._delta: torch.Tensor | None = None
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self._delta is None or hidden is not self._seen:
+            text = hidden[:, hidden.size(1) - self.real.size(1) :]  # the real tokens' positions, behind the prompt's
+            self._seen, self._delta = hidden, self.instance(text, self.real, self.layer)
+        return self._delta
+
+
+class _RowPrefix:
+    """An instance-aware prefix: the task's keys (or values) plus the projection of the layer's term,
+    P_t + W·δ (no bias: P_t holds it), so δ moves the prefix as a change of the prompt positions'
+    hidden states would."""
+
+    def __init__(self, static: torch.Tensor, term: _LayerTerm, weight: torch.Tensor) -> None:
+        self.static, self.term, self.weight = static, term, weight
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        delta = self.term(hidden)
+        return self.static.to(delta.dtype) + nn.functional.linear(delta, self.weight.to(delta.dtype))
+
+
+def _projection_weight(module: nn.Module, layer: int) -> torch.Tensor:
+    """The [H, H] weight of a key or value projection: a Linear's, or the base layer's where an
+    adapter wraps it (instance terms then reach the prefix through the base weight alone)."""
+    base = getattr(module, "base_layer", module)
+    weight = getattr(base, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ConfigError(
+            f"model.prompts.instance_hidden: layer {layer}'s {type(module).__name__} projection has no 2-d weight "
+            f"to carry the instance term into its keys and values"
+        )
+    return weight
 
 
 def _replace(module: nn.Module, args: tuple, output: torch.Tensor):
-    """Forward hook on a key or value projection: its first L output positions become the prefix."""
+    """Forward hook on a key or value projection: its first L output positions become the prefix
+    (an instance-aware one is made from the projection's input, the layer's hidden states)."""
     prefix = active(module)
     if prefix is None:
         return None
+    if isinstance(prefix, _RowPrefix):
+        prefix = prefix(args[0])
     return torch.cat([prefix.to(output.dtype), output[:, prefix.size(1) :]], 1)
 
 

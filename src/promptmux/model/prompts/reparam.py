@@ -40,7 +40,7 @@ from torch import nn
 class ScaledBottleneck(nn.Module):
     """s · up(gelu(down(x / s))) over the last dim: a scale-free bottleneck of width r whose `up`
     starts at zero, so its output starts at zero. The residual network here and the instance term
-    of late prompts (late.py) are this network on different inputs.
+    (instance.py) are this network on different inputs.
 
     Args:
         hidden: the vectors' size H.
@@ -56,8 +56,9 @@ class ScaledBottleneck(nn.Module):
         nn.init.zeros_(self.up.bias)
         self.register_buffer("scale", scale)
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.scale.to(x.dtype)
+    def branch(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's output for `x`, at `scale` (default: the buffer)."""
+        scale = (self.scale if scale is None else scale).to(x.dtype)
         return scale * self.up(nn.functional.gelu(self.down(x / scale)))
 
 
