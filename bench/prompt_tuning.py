@@ -15,8 +15,9 @@ step (no best-of-evaluations picking on the dev set):
     shallow-res, deep-res, prefix-res, late-res
                the same kinds with `reparam: residual` (one small shared network with a skip
                connection shapes every prompt vector; --reparam-hidden wide)
-    late-inst  late prompts plus each row's own term made from its text at the prompt's layer
-               (`instance_hidden`, instance-aware late prompts; --instance-hidden wide)
+    late-inst, prefix-inst, prefix-res-inst
+               late prompts or prefixes plus each row's own term made from its text where the prompt
+               acts (`instance_hidden`; --instance-hidden wide)
 
 Text-pair tasks (MRPC, RTE) use `--pair-pooling` in every method: `pair` by default, i.e. the head
 reads [u, v, |u-v|, u*v] of the two texts' token means, which a frozen sentence encoder serves far
@@ -106,7 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--head-lr", default="1e-2,full=1e-3", help="train.head_lr: one rate, or per method as --prompt-lr")
     p.add_argument("--reparam-hidden", type=int, default=16, help="bottleneck width of the residual network (*-res methods)")
-    p.add_argument("--network-lr", type=float, default=None, help="model.prompts.network_lr of the *-res and *-inst methods (default: their prompt rate)")
+    p.add_argument(
+        "--network-lr", type=float, default=1e-3,
+        help="model.prompts.network_lr of the *-res and *-inst methods (reports before it trained the networks at the prompt rate)",
+    )
     p.add_argument("--instance-hidden", type=int, default=16, help="bottleneck width of the instance term (*-inst methods)")
     p.add_argument("--late-layer", type=int, default=None, help="model.prompts.layer of the late methods (default: the middle layer)")
     p.add_argument("--warmup", type=float, default=0.06)

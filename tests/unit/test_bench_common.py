@@ -395,7 +395,7 @@ def test_prompt_tuning_late_layer_reaches_only_late_methods_and_not_the_full_ref
     import json
 
     module = bench_module("prompt_tuning")
-    args = module.parse_args(["--methods", "late,late-res,late-inst,deep", "--late-layer", "1", "--network-lr", "1e-3"])
+    args = module.parse_args(["--methods", "late,late-res,late-inst,deep", "--late-layer", "1"])
     methods = ("late", "late-res", "late-inst", "deep", "prefix", "prefix-inst", "prefix-res-inst", "full", "head")
     models = {m: module.build_config(args, m, tmp_path / m).model for m in methods}
     assert models["late"].prompts.layer == models["late-res"].prompts.layer == models["late-inst"].prompts.layer == 1
@@ -405,12 +405,14 @@ def test_prompt_tuning_late_layer_reaches_only_late_methods_and_not_the_full_ref
     assert lengths == (32, 20, 20, 20)
     # Prefixes take 15 (inside 1%); with both networks, 14.
     assert tuple(models[m].prompts.length for m in ("prefix", "prefix-inst", "prefix-res-inst")) == (15, 15, 14)
-    # The instance term and --network-lr reach only the methods with a network.
+    # The instance term and --network-lr (1e-3 by default) reach only the methods with a network.
     assert models["late-inst"].prompts.instance_hidden == 16 and models["late"].prompts.instance_hidden is None
     assert models["prefix-res-inst"].prompts.instance_hidden == 16 and models["prefix-res-inst"].prompts.reparam == "residual"
     assert models["prefix-inst"].prompts.reparam == "none" and models["prefix-inst"].prompts.network_lr == 1e-3
     assert models["late-inst"].prompts.network_lr == models["late-res"].prompts.network_lr == 1e-3
     assert models["late"].prompts.network_lr is None and models["deep"].prompts.network_lr is None
+    rate = module.build_config(module.parse_args(["--network-lr", "3e-3"]), "prefix-res", tmp_path / "r").model.prompts.network_lr
+    assert rate == 3e-3
     # The methods without prompts build (the default per-method rates name none of them).
     assert models["full"].prompts.kind == models["head"].prompts.kind == "none"
     # A report from before the option (no late_layer recorded) still serves as the full reference.
