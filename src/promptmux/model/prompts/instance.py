@@ -11,7 +11,7 @@ task vectors carry which task a row is, the network what this row's text says. `
 the hidden states the term is added to at the start (one per layer for prefixes), keeps the
 network scale-free; `up` starts at zero, so training starts from the static prompt.
 
-Jiang et al., "Late Prompt Tuning" (2022), https://arxiv.org/abs/2210.11292, make late prompts
+Liu et al., "Late Prompt Tuning" (2022), https://arxiv.org/abs/2210.11292, make late prompts
 from the text by such a generator; Wu et al., "IDPG: An Instance-Dependent Prompt Generation
 Method" (2022), https://arxiv.org/abs/2204.04497, do it at the input.
 """
