@@ -267,24 +267,33 @@ def test_prefix_matches_attention_over_explicit_extra_keys_and_values(tiny_backb
     torch.testing.assert_close(captured["out"][:, L:], expected, atol=1e-5, rtol=1e-5)
 
 
-def layer_inputs_seen(model: MultiTaskModel, parts) -> list[torch.Tensor]:
-    """Each encoder layer's input hidden states during one mixed-batch pass, as the layer reads it
-    (after the prompt's own pre-hooks, which the first pass installs)."""
-    from promptmux.model.backbone import encoder_layers
-
+def seen_in_a_pass(model: MultiTaskModel, parts, install) -> list[torch.Tensor]:
+    """What hooks record during one mixed-batch pass: `install(record)` registers them (returning
+    their handles) and they call `record(tensor)`. A first pass installs the prompt's own hooks, so
+    the recording ones run after them."""
     batch_logits(model, parts)
     seen: list[torch.Tensor] = []
-    layers = encoder_layers(model.encoder)
-    hooks = [
-        layer.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
-        for layer in layers
-    ]
+    hooks = install(seen.append)
     try:
         batch_logits(model, parts)
     finally:
         for h in hooks:
             h.remove()
     return seen
+
+
+def layer_inputs_seen(model: MultiTaskModel, parts) -> list[torch.Tensor]:
+    """Each encoder layer's input hidden states during one mixed-batch pass, as the layer reads it
+    (after the prompt's own pre-hooks)."""
+    from promptmux.model.backbone import encoder_layers
+
+    def install(record):
+        return [
+            layer.register_forward_pre_hook(lambda m, args, kwargs: record(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+            for layer in encoder_layers(model.encoder)
+        ]
+
+    return seen_in_a_pass(model, parts, install)
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -354,7 +363,6 @@ def test_late_prompt_refuses_a_layer_the_encoder_lacks_and_an_unmaskable_attenti
 
 def test_segment_means_pool_only_real_tokens_as_adaptive_average_pooling_cuts_them() -> None:
     from promptmux.model.prompts.instance import segment_means
-    from promptmux.model.prompts.late import real_tokens
 
     torch.manual_seed(0)
     hidden = torch.randn(1, 9, 3)
@@ -365,11 +373,6 @@ def test_segment_means_pool_only_real_tokens_as_adaptive_average_pooling_cuts_th
         # the same row left-padded: padding never enters, whatever its values or place
         shifted = torch.cat([torch.full((1, 9 - n, 3), 1e4), hidden[:, :n]], 1)
         torch.testing.assert_close(segment_means(shifted, real.flip(1), 4), expected)
-    keys = torch.tensor([[True, True, False]])
-    additive = torch.zeros(1, 1, 3, 3).masked_fill(~keys[:, None, None, :], torch.finfo(torch.float32).min)
-    for mask in (keys[:, None, None, :], additive):  # the masks layers receive, boolean or additive
-        assert real_tokens(mask, torch.zeros(1, 3, 2)).tolist() == [[True, True, False]]
-    assert real_tokens(None, torch.zeros(2, 3, 2)).all()
 
 
 def test_instance_aware_late_prompt_starts_static_and_gives_each_text_its_own_prompt(
@@ -397,18 +400,13 @@ def test_instance_aware_late_prompt_starts_static_and_gives_each_text_its_own_pr
 
 def prefix_keys_seen(model: MultiTaskModel, parts) -> list[torch.Tensor]:
     """Each layer's key prefixes ([B, L, H]) in one mixed-batch pass, as the key projections put out
-    (a hook added after the prompt's own, which the first pass installs)."""
+    (after the prompt's own hook)."""
     from promptmux.model.prompts.prefix import key_value_modules
 
-    batch_logits(model, parts)
-    seen: list[torch.Tensor] = []
-    hooks = [key.register_forward_hook(lambda m, args, out: seen.append(out[:, :L])) for key, _ in key_value_modules(model.encoder)]
-    try:
-        batch_logits(model, parts)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
+    def install(record):
+        return [key.register_forward_hook(lambda m, args, out: record(out[:, :L])) for key, _ in key_value_modules(model.encoder)]
+
+    return seen_in_a_pass(model, parts, install)
 
 
 def test_instance_aware_prefix_starts_static_and_moves_each_layers_keys_by_its_text(tiny_backbone: Path, encoded) -> None:

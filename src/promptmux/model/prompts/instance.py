@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from promptmux.model.prompts.reparam import ScaledBottleneck
+from promptmux.model.prompts.reparam import ScaledBottleneck, start_scale
 
 
 class InstanceTerm(ScaledBottleneck):
@@ -36,7 +36,7 @@ class InstanceTerm(ScaledBottleneck):
     """
 
     def __init__(self, hidden: int, bottleneck: int, length: int, start: torch.Tensor) -> None:
-        super().__init__(hidden, bottleneck, start.detach().float().pow(2).mean(dim=(-2, -1)).sqrt().clamp_min(1e-6))
+        super().__init__(hidden, bottleneck, start_scale(start, (-2, -1)))
         self.length = length
 
     def forward(self, hidden: torch.Tensor, real: torch.Tensor, group: int | None = None) -> torch.Tensor:

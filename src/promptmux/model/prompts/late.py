@@ -106,7 +106,8 @@ class LatePrompt(LayerPrompt):
         upper = layers[self.layer :]
         for layer in upper:
             ensure_hook(layer, _ENTERS, lambda m: m.register_forward_pre_hook(_enter, with_kwargs=True))
-        entry = _Entry(self.vectors()[task_ids], upper[0], self.instance)  # one per pass, shared by the upper layers
+        real = None if self.instance is None else attention_mask.bool()
+        entry = _Entry(self.vectors()[task_ids], upper[0], self.instance, real)  # one per pass, shared by the upper layers
         return activating({(_ENTERS, layer): entry for layer in upper})
 
     def networks(self) -> list[nn.Module]:
@@ -116,27 +117,26 @@ class LatePrompt(LayerPrompt):
         return f"{super().extra_repr()}, layer={self.layer}"
 
 
-def real_tokens(mask: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
-    """[B, n] True at the real tokens, read from the mask a layer receives ([B, 1, Q, n], boolean or
-    additive; any query row of a bidirectional encoder reads every real key); None: all are real."""
-    if mask is None:
-        return torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
-    row = mask[:, 0, 0, :] if mask.dim() == 4 else mask
-    real = row if row.dtype == torch.bool else row == 0
-    return real.expand(hidden.size(0), -1)
-
-
 _ENTERS = "_promptmux_late_enter_hook"
 
 
 class _Entry:
-    """One pass's prompt: its rows' vectors ([B, L, H]), the layer they enter at, and the widened
-    mask, built at that layer and reused by the ones above, which receive the same mask."""
+    """One pass's prompt: its rows' vectors ([B, L, H]), the layer they enter at, the instance term
+    with the text's real tokens ([B, n] bool) if any, and the widened mask, built at that layer and
+    reused by the ones above, which receive the same mask."""
 
-    def __init__(self, prompts: torch.Tensor, first: nn.Module, instance: InstanceTerm | None = None) -> None:
-        self.prompts, self.first, self.instance = prompts, first, instance
+    def __init__(
+        self, prompts: torch.Tensor, first: nn.Module, instance: InstanceTerm | None = None, real: torch.Tensor | None = None
+    ) -> None:
+        self.prompts, self.first, self.instance, self.real = prompts, first, instance, real
         self._given: torch.Tensor | None = None
         self._built: torch.Tensor | None = None
+
+    def entering(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The rows' prompts as they enter before the text's hidden states `hidden` ([B, n, H])."""
+        if self.instance is None:
+            return self.prompts
+        return self.prompts + self.instance(hidden, self.real)
 
     def mask(self, given: torch.Tensor | None) -> torch.Tensor | None:
         if given is None:
@@ -155,10 +155,7 @@ def _enter(module: nn.Module, args: tuple, kwargs: dict):
     hidden = args[0] if args else kwargs["hidden_states"]
     given = args[1] if len(args) > 1 else kwargs.get("attention_mask")
     if module is entry.first:
-        prompts = entry.prompts
-        if entry.instance is not None:
-            prompts = prompts + entry.instance(hidden, real_tokens(given, hidden))
-        hidden = torch.cat([prompts.to(hidden.dtype), hidden], 1)
+        hidden = torch.cat([entry.entering(hidden).to(hidden.dtype), hidden], 1)
     if len(args) > 1:  # the mask given positionally
         return (hidden, entry.mask(given), *args[2:]), kwargs
     kwargs = dict(kwargs)

@@ -86,10 +86,10 @@ class PrefixPrompt(LayerPrompt):
         self, encoder: nn.Module, task_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> contextlib.AbstractContextManager:
         per_row = self.vectors()[task_ids]  # [B, N, 2, L, H]
-        real = attention_mask.bool()
+        real = None if self.instance is None else attention_mask.bool()
         by_module: dict[nn.Module, torch.Tensor | _RowPrefix] = {}
         for i, (key, value) in enumerate(key_value_modules(encoder)):
-            term = None if self.instance is None else _LayerTerm(self.instance, i, real)
+            term = None if real is None else _LayerTerm(self.instance, i, real)
             for slot, module in enumerate((key, value)):
                 ensure_hook(module, _HOOKED, lambda m: m.register_forward_hook(_replace))
                 static = per_row[:, i, slot]

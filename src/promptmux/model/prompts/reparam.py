@@ -75,12 +75,15 @@ class ResidualReparam(ScaledBottleneck):
     """
 
     def __init__(self, hidden: int, bottleneck: int, start: torch.Tensor) -> None:
-        dims = (0, start.dim() - 2, start.dim() - 1)
-        scale = start.detach().float().pow(2).mean(dim=dims, keepdim=True).sqrt().clamp_min(1e-6)[0]
-        super().__init__(hidden, bottleneck, scale)  # [*G, 1, 1]
+        super().__init__(hidden, bottleneck, start_scale(start, (0, -2, -1), keepdim=True)[0])  # [*G, 1, 1]
 
     def forward(self, prompts: torch.Tensor) -> torch.Tensor:
         return prompts + self.branch(prompts)
 
     def extra_repr(self) -> str:
         return f"groups={self.scale.numel()}"
+
+
+def start_scale(start: torch.Tensor, dims: tuple[int, ...], keepdim: bool = False) -> torch.Tensor:
+    """The RMS of starting vectors over `dims` (kept away from zero): the scale s of a ScaledBottleneck."""
+    return start.detach().float().pow(2).mean(dim=dims, keepdim=keepdim).sqrt().clamp_min(1e-6)
